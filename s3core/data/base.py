@@ -107,3 +107,26 @@ def validate_benchmark(bench: Benchmark, source: str = "") -> Benchmark:
             if mk.shape != x.shape[:2] or mk.dtype != np.bool_:
                 raise DataError(f"{where}mask of '{split_name}/{m}' must be bool {x.shape[:2]}")
     return bench
+
+
+def select_modalities(bench: Benchmark, modalities=None, source: str = "") -> Benchmark:
+    """The benchmark restricted to `modalities` (in that order); None keeps all of them."""
+    if modalities is None:
+        return bench
+    where = f"{source}: " if source else ""
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    wanted = tuple(modalities)
+    unknown = [m for m in wanted if m not in bench.modalities]
+    if unknown:
+        raise DataError(f"{where}unknown modalities {unknown}; choose from {list(bench.modalities)}")
+    if len(set(wanted)) != len(wanted):
+        raise DataError(f"{where}modalities {list(wanted)} repeat a name; list each modality once")
+    if len(wanted) < 2:
+        raise DataError(f"{where}S3 needs at least 2 modalities, got {list(wanted)}; "
+                        "pass two or more modality names")
+    splits = {name: Split(features={m: s.features[m] for m in wanted},
+                          masks={m: s.masks[m] for m in wanted}, labels=s.labels)
+              for name, s in bench.splits.items()}
+    return Benchmark(name=bench.name, modalities=wanted, splits=splits, num_classes=bench.num_classes,
+                     meta=dict(bench.meta))

@@ -1,0 +1,174 @@
+"""Configs: one flat dataclass per run, so every field is a loggable, searchable param.
+
+Where the paper is silent (S3_METHOD.md), the choice is a named field here with its default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+DEFAULT_KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+DISPATCHES = ("auto", "grouped_mm", "loop")
+
+
+class ConfigError(ValueError):
+    """An invalid config value. The message is one line naming the field and the fix."""
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """Fine-grained MoE FFN (Ludziejewski et al. 2024): N_expert = chi * rho experts of width d_ff / chi."""
+
+    d_model: int = 64
+    d_ff: int = 256          # hidden width of the dense FFN this MoE matches in active parameters
+    chi: int = 4             # granularity; the paper's grid is {2, 4, 8}
+    rho: int = 4             # expansion ratio
+    top_k: int | None = None  # None -> chi, so each token activates exactly d_ff hidden units
+    dispatch: str = "auto"   # auto | grouped_mm | loop (loop is the slow per-expert reference)
+    # L_aux = balance * load_balance + local_entropy * H_local - global_entropy * H_global
+    aux_balance: float = 1.0
+    aux_local_entropy: float = 0.1
+    aux_global_entropy: float = 0.1
+
+    @property
+    def num_experts(self) -> int:
+        return self.chi * self.rho
+
+    @property
+    def k(self) -> int:
+        return self.chi if self.top_k is None else self.top_k
+
+    @property
+    def expert_hidden(self) -> int:
+        return self.d_ff // self.chi
+
+    def validate(self) -> "MoEConfig":
+        _check_power_of_two("chi", self.chi)
+        if not isinstance(self.rho, int) or self.rho < 1:
+            raise ConfigError(f"rho must be an integer >= 1, got {self.rho!r}")
+        if self.d_ff % self.chi:
+            raise ConfigError(f"d_ff ({self.d_ff}) must be divisible by chi ({self.chi}); pick d_ff a "
+                              "multiple of chi")
+        if not 1 <= self.k <= self.num_experts:
+            raise ConfigError(f"top_k must lie in 1..N_expert = chi*rho = {self.num_experts}, got "
+                              f"{self.top_k!r}; leave it unset to use chi")
+        if self.dispatch not in DISPATCHES:
+            raise ConfigError(f"dispatch must be one of {', '.join(DISPATCHES)}, got {self.dispatch!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Everything one S3 run needs. Defaults are a small model that trains on the synthetic
+    benchmark in well under a minute on a 2-core CPU; the paper's grid overrides chi/batch_size."""
+
+    # --- encoders (one per modality, same shape) ---
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 256
+    chi: int = 4
+    rho: int = 4
+    top_k: int | None = None
+    proj_dim: int = 64              # size of each z_m
+    dropout: float = 0.0
+    dispatch: str = "auto"
+    aux_balance: float = 1.0
+    aux_local_entropy: float = 0.1
+    aux_global_entropy: float = 0.1
+    # --- Stage 1: L_special = rep * L_rep + dsc * L_dsc + aux * L_aux ---
+    lambda_rep: float = 1.0
+    lambda_dsc: float = 1.0
+    lambda_aux: float = 0.01
+    epochs_special: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    # Views for L_rep (the paper does not name its augmentations; ours):
+    aug_noise: float = 0.1          # Gaussian noise, in units of each feature's train std
+    aug_step_drop: float = 0.2      # probability of masking out each real time step
+    # --- Stage 2: L_select = suff * L_suff + min * L_min, routers only ---
+    lambda_suff: float = 1.0
+    lambda_min: float = 0.5
+    epochs_select: int = 4
+    lr_select: float = 5e-3
+    # --- shared ---
+    tau: float = 0.1
+    batch_size: int = 128
+    seed: int = 0
+    # --- Stage 3 + evaluation ---
+    keep_ratios: tuple[float, ...] = DEFAULT_KEEP_RATIOS
+    eval_batch_size: int = 256      # pruning is per batch, so eval results depend on this: fixed
+    probe_l2: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)  # chosen on the validation split
+    epoch_probe: bool = True        # a cheap p=1 validation probe after every epoch (for Tune)
+    # --- execution ---
+    device: str = "cpu"
+    bf16: bool = False              # bf16 autocast on CUDA
+
+    def moe(self) -> MoEConfig:
+        return MoEConfig(d_model=self.d_model, d_ff=self.d_ff, chi=self.chi, rho=self.rho,
+                         top_k=self.top_k, dispatch=self.dispatch, aux_balance=self.aux_balance,
+                         aux_local_entropy=self.aux_local_entropy,
+                         aux_global_entropy=self.aux_global_entropy)
+
+    def replace(self, **changes) -> "S3Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; valid fields: "
+                              f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        if "keep_ratios" in changes:
+            changes["keep_ratios"] = tuple(float(p) for p in changes["keep_ratios"])
+        if "probe_l2" in changes:
+            changes["probe_l2"] = tuple(float(c) for c in changes["probe_l2"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "S3Config":
+        self.moe().validate()
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("n_layers", "proj_dim", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("epochs_special", "epochs_select"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not self.keep_ratios:
+            raise ConfigError("keep_ratios is empty; give at least one p in (0, 1]")
+        for p in self.keep_ratios:
+            check_keep_ratio(p)
+        for name in ("tau", "lr", "lr_select"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        for name in ("lambda_rep", "lambda_dsc", "lambda_aux", "lambda_suff", "lambda_min",
+                     "aug_noise", "weight_decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+        if not 0 <= self.aug_step_drop < 1:
+            raise ConfigError(f"aug_step_drop must lie in [0, 1), got {self.aug_step_drop!r}")
+        if not self.probe_l2 or any(c < 0 for c in self.probe_l2):
+            raise ConfigError(f"probe_l2 must be a non-empty list of numbers >= 0, got {self.probe_l2!r}")
+        return self
+
+
+def check_keep_ratio(p: float) -> float:
+    if not (isinstance(p, (int, float)) and 0 < p <= 1):
+        raise ConfigError(f"keep-ratio p must lie in (0, 1], got {p!r}")
+    return float(p)
+
+
+def _check_power_of_two(name: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
+        raise ConfigError(f"{name} must be a positive power of two (1, 2, 4, 8, ...), got {v!r}")
+
+
+def config_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(S3Config))
+
+
+__all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "check_keep_ratio",
+           "config_fields"]

@@ -1,0 +1,203 @@
+"""Fine-grained Mixture-of-Experts FFN with Stage 3's routing-pair pruning.
+
+Router g(x) = TOP_k(softmax(W_g x)); MoE(x) = sum_i g(x)_i e_i(x)  (S3_METHOD.md). The top-k
+gates are not renormalised: the paper writes TOP_k of the softmax, and with chi = rho = k = 1
+that is exactly a dense FFN (the single gate is 1).
+
+Dispatch is vectorised: the chosen (token, expert) pairs are sorted by expert, gathered once,
+and all experts run in one grouped matmul (`torch._grouped_mm`) per FFN matrix. Pruned pairs are
+removed before the gather, so a keep-ratio p < 1 saves compute, not only a mask.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3core.config import MoEConfig, check_keep_ratio
+
+
+class MoEOutput(NamedTuple):
+    output: Tensor                 # (B, T, D)
+    aux_loss: Tensor               # scalar: the weighted L_aux of this layer
+    aux_parts: dict[str, Tensor]   # raw scalars: load_balance, local_entropy, global_entropy
+    expert_load: Tensor            # (E,) fraction of chosen pairs sent to each expert (pre-pruning)
+    kept_fraction: Tensor          # scalar: pairs computed / pairs chosen (= p up to rounding)
+
+
+def num_kept(num_pairs: int, keep_ratio: float) -> int:
+    """How many of `num_pairs` routing pairs a keep-ratio p keeps: ceil(p * n), at least 1."""
+    if num_pairs == 0:
+        return 0
+    # round() first so that 0.3 * 10 = 3.0000000000000004 keeps 3, not 4
+    return max(1, min(num_pairs, math.ceil(round(keep_ratio * num_pairs, 6))))
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming grad contiguous: grouped_mm's CPU backward
+    rejects the stride-0 grads that reductions such as .sum() produce."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def _grouped_mm_available() -> bool:
+    return hasattr(torch, "_grouped_mm")
+
+
+class MoEFFN(nn.Module):
+    """Fine-grained MoE feed-forward layer.
+
+    Args:
+        cfg: MoEConfig (chi, rho, top_k, d_model, d_ff, dispatch, aux weights).
+    """
+
+    def __init__(self, cfg: MoEConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        E, D, H = cfg.num_experts, cfg.d_model, cfg.expert_hidden
+        self.router = nn.Linear(D, E, bias=False)
+        # expert weights stacked for the grouped matmul: x (n, D) @ w1[e] (D, H)
+        self.w1 = nn.Parameter(torch.empty(E, D, H))
+        self.b1 = nn.Parameter(torch.empty(E, H))
+        self.w2 = nn.Parameter(torch.empty(E, H, D))
+        self.b2 = nn.Parameter(torch.empty(E, D))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default init, per expert
+        D, H = self.cfg.d_model, self.cfg.expert_hidden
+        for w, b, fan_in in ((self.w1, self.b1, D), (self.w2, self.b2, H)):
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+        nn.init.normal_(self.router.weight, std=0.02)
+
+    def forward(self, x: Tensor, token_mask: Tensor | None = None, keep_ratio: float = 1.0) -> MoEOutput:
+        """
+        Args:
+            x: (B, T, D) tokens.
+            token_mask: (B, T) bool, True for real tokens. Padding tokens are not routed and
+                get a zero MoE output (the residual path carries them).
+            keep_ratio: p in (0, 1]: keep the fraction p of this batch's routing pairs with the
+                highest router scores; p = 1.0 is the unpruned layer, exactly.
+        Returns:
+            MoEOutput.
+        """
+        check_keep_ratio(keep_ratio)
+        B, T, D = x.shape
+        cfg = self.cfg
+        E, k = cfg.num_experts, cfg.k
+        flat = x.reshape(B * T, D)
+        if token_mask is not None:
+            token_idx = token_mask.reshape(B * T).nonzero().squeeze(1)  # (N,)
+            tokens = flat.index_select(0, token_idx)                    # (N, D)
+        else:
+            token_idx = None
+            tokens = flat
+        N = tokens.shape[0]
+
+        router_logits = self.router(tokens)                              # (N, E)
+        router_probs = router_logits.float().softmax(dim=-1)             # (N, E)
+        gate, expert_idx = router_probs.topk(k, dim=-1)                  # (N, k) each
+
+        aux_parts, expert_load = self._aux_parts(router_probs, expert_idx, N)
+        aux_loss = (cfg.aux_balance * aux_parts["load_balance"]
+                    + cfg.aux_local_entropy * aux_parts["local_entropy"]
+                    - cfg.aux_global_entropy * aux_parts["global_entropy"])
+
+        pair_gate = gate.reshape(-1)                                     # (N*k,)
+        pair_expert = expert_idx.reshape(-1)                             # (N*k,)
+        pair_token = torch.arange(N, device=x.device).repeat_interleave(k)
+        num_pairs = pair_gate.shape[0]
+        if keep_ratio < 1.0 and num_pairs > 0:
+            keep = pair_gate.detach().topk(num_kept(num_pairs, keep_ratio)).indices
+            pair_gate, pair_expert, pair_token = pair_gate[keep], pair_expert[keep], pair_token[keep]
+        kept_fraction = torch.tensor(pair_gate.shape[0] / max(num_pairs, 1))
+
+        expert_out = self._dispatch(tokens, pair_gate, pair_expert, pair_token)  # (N, D)
+        if token_idx is not None:
+            out = flat.new_zeros(B * T, D).index_copy(0, token_idx, expert_out)
+        else:
+            out = expert_out
+        return MoEOutput(out.reshape(B, T, D), aux_loss, aux_parts, expert_load, kept_fraction)
+
+    def _aux_parts(self, router_probs: Tensor, expert_idx: Tensor, N: int):
+        E = self.cfg.num_experts
+        if N == 0:
+            zero = router_probs.new_zeros(())
+            return ({"load_balance": zero, "local_entropy": zero, "global_entropy": zero},
+                    router_probs.new_zeros(E))
+        counts = torch.bincount(expert_idx.reshape(-1), minlength=E).to(router_probs.dtype)
+        expert_load = counts / counts.sum()                              # f_i
+        mean_prob = router_probs.mean(0)                                 # P_i
+        log_e = math.log(E) if E > 1 else 1.0
+        # Switch/GShard balance: E * sum_i f_i P_i, = 1 when uniform
+        load_balance = E * (expert_load * mean_prob).sum()
+        # entropies normalised by log E, so they lie in [0, 1] whatever chi and rho are
+        local_entropy = -(router_probs * router_probs.clamp_min(1e-9).log()).sum(-1).mean() / log_e
+        global_entropy = -(mean_prob * mean_prob.clamp_min(1e-9).log()).sum() / log_e
+        return ({"load_balance": load_balance, "local_entropy": local_entropy,
+                 "global_entropy": global_entropy}, expert_load.detach())
+
+    def _dispatch(self, tokens: Tensor, pair_gate: Tensor, pair_expert: Tensor, pair_token: Tensor) -> Tensor:
+        """Sum over pairs of gate * expert(token), grouped by expert. Returns (N, D)."""
+        E = self.cfg.num_experts
+        order = pair_expert.argsort(stable=True)
+        sorted_expert = pair_expert[order]
+        sorted_token = pair_token[order]
+        counts = torch.bincount(sorted_expert, minlength=E)              # (E,)
+        xs = tokens.index_select(0, sorted_token)                        # (P, D)
+        method = self.cfg.dispatch
+        if method == "auto":
+            method = "grouped_mm" if _grouped_mm_available() else "loop"
+        if method == "grouped_mm" and xs.shape[0] > 0:
+            offs = counts.cumsum(0).to(torch.int32)
+            w1, w2 = self.w1, self.w2
+            if xs.dtype != w1.dtype:  # autocast does not cover _grouped_mm
+                w1, w2 = w1.to(xs.dtype), w2.to(xs.dtype)
+            h = torch._grouped_mm(xs, w1, offs=offs)                       # (P, H)
+            h = _ContiguousGrad.apply(h)
+            h = F.gelu(h + self.b1.to(h.dtype).index_select(0, sorted_expert))
+            y = torch._grouped_mm(h, w2, offs=offs)                        # (P, D)
+            y = _ContiguousGrad.apply(y)
+            y = y + self.b2.to(y.dtype).index_select(0, sorted_expert)
+        else:
+            y = self._loop_experts(xs, counts, sorted_expert)
+        y = y * pair_gate[order].unsqueeze(1).to(y.dtype)
+        return tokens.new_zeros(tokens.shape, dtype=y.dtype).index_add(0, sorted_token, y).to(tokens.dtype)
+
+    def _loop_experts(self, xs: Tensor, counts: Tensor, sorted_expert: Tensor) -> Tensor:
+        """Reference dispatch: one Python iteration per expert (not per token)."""
+        outs = []
+        start = 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                seg = xs[start:start + n]
+                h = F.gelu(seg @ self.w1[e].to(seg.dtype) + self.b1[e].to(seg.dtype))
+                outs.append(h @ self.w2[e].to(seg.dtype) + self.b2[e].to(seg.dtype))
+            start += n
+        if not outs:
+            return xs.new_zeros(0, self.cfg.d_model)
+        return torch.cat(outs, 0)
+
+
+class DenseFFN(nn.Module):
+    """Dense FFN D -> d_ff -> D (GELU): the equal-active-parameter reference for MoEFFN."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))

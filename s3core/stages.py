@@ -1,0 +1,196 @@
+"""S3's three stages, each callable alone (S3_METHOD.md).
+
+- `specialize`: Stage 1, self-supervised, every parameter trains:
+  L_special = lambda_rep * L_rep + lambda_dsc * L_dsc + lambda_aux * L_aux.
+- `select`: Stage 2, supervised, only the routers train: L_select = lambda_suff * L_suff + lambda_min * L_min.
+- `sparsify`: Stage 3, inference only: sweep the keep-ratio p and probe each.
+
+Training stages take `start_epoch` / `optimizer_state` to resume, and call `on_epoch(EpochEnd)`
+after every epoch, which is where a caller checkpoints and reports. Each epoch draws its shuffling
+and augmentation from a generator seeded by (seed, stage, epoch), so a resumed run replays the
+same batches as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from s3core.config import S3Config
+from s3core.encoder import S3Model, is_router_param, set_trainable
+from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
+from s3core.probe import linear_probe
+from s3core.tensors import BenchmarkTensors, augment, embed, shuffled_batches, standardise
+
+
+class DivergenceError(RuntimeError):
+    """A training loss became NaN or Inf. The trial must stop, not produce a curve of garbage."""
+
+
+@dataclass
+class EpochEnd:
+    stage: str
+    epoch: int                     # 0-based, within the stage
+    metrics: dict                  # this epoch's means (losses, routing stats, valid_acc, time_s)
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    history: list | None = None    # the trial's history so far, this epoch included (set by run_trial)
+
+
+OnEpoch = Callable[[EpochEnd], None]
+
+
+def epoch_generator(seed: int, stage: str, epoch: int, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(zlib.crc32(f"{seed}/{stage}/{epoch}".encode()))
+    return g
+
+
+def autocast_for(cfg: S3Config):
+    if cfg.bf16 and str(cfg.device).startswith("cuda"):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return None
+
+
+def _routing_means(outs) -> dict[str, torch.Tensor]:
+    stats = {}
+    for name in ("load_balance", "local_entropy", "global_entropy"):
+        stats[name] = torch.stack([torch.stack(o.intermediates["routing"][name]).mean() for o in outs.values()]).mean()
+    return stats
+
+
+def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """Stage 1's loss on one batch: returns (total, parts)."""
+    inputs, _ = data["train"].batch(idx)
+    view1 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    view2 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    out1, out2 = model(view1), model(view2)
+    z1 = {m: o.z for m, o in out1.items()}
+    z2 = {m: o.z for m, o in out2.items()}
+    rep = intra_modal_info_nce(z1, z2, cfg.tau)
+    dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
+    aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
+    total = cfg.lambda_rep * rep + cfg.lambda_dsc * dsc + cfg.lambda_aux * aux
+    return total, {"rep": rep, "dsc": dsc, "aux": aux, **_routing_means(out1)}
+
+
+def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point)."""
+    inputs, labels = data["train"].batch(idx)
+    outs = model(standardise(inputs, data))
+    z = {m: o.z for m, o in outs.items()}
+    suff = supcon_loss(z, labels, cfg.tau)
+    mini = compactness_loss(z, labels, data.num_classes)
+    total = cfg.lambda_suff * suff + cfg.lambda_min * mini
+    return total, {"suff": suff, "min": mini, **_routing_means(outs)}
+
+
+def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
+    """A cheap p = 1 probe (one L2 value) for per-epoch progress; the real choice is in sparsify."""
+    ac = autocast_for(cfg)
+    tr = embed(model, data, "train", 1.0, cfg.eval_batch_size, ac)[:2]
+    va = embed(model, data, "valid", 1.0, cfg.eval_batch_size, ac)[:2]
+    return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50).valid_acc
+
+
+def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Config, *, loss_fn,
+                params: list[nn.Parameter], lr: float, epochs: int, start_epoch: int = 0,
+                optimizer_state: dict | None = None, on_epoch: OnEpoch | None = None,
+                progress: bool = True) -> list[dict]:
+    """The loop every training stage shares. Returns one metrics dict per epoch run."""
+    device = data["train"].labels.device
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    ac = autocast_for(cfg)
+    history = []
+    bar = tqdm(range(start_epoch, epochs), desc=f"{stage}", disable=not progress, leave=False,
+               unit="epoch", initial=start_epoch, total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        gen = epoch_generator(cfg.seed, stage, epoch, device)
+        sums: dict[str, torch.Tensor] = {}
+        batches = shuffled_batches(len(data["train"]), cfg.batch_size,
+                                   epoch_generator(cfg.seed, stage + "/order", epoch, "cpu"), device)
+        for idx in batches:
+            with ac() if ac else contextlib.nullcontext():
+                loss, parts = loss_fn(model, data, cfg, idx, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            # accumulate on the device: one host sync per epoch, not per step
+            for name, value in {"loss": loss, **parts}.items():
+                sums[name] = sums.get(name, 0) + value.detach().float()
+        metrics = {name: float(v) / len(batches) for name, v in sums.items()}
+        if not all(map(lambda v: v == v and abs(v) != float("inf"), metrics.values())):
+            bad = {k: v for k, v in metrics.items() if not (v == v and abs(v) != float("inf"))}
+            raise DivergenceError(f"{stage} epoch {epoch}: loss diverged ({bad}); lower lr or the loss weights")
+        if cfg.epoch_probe:
+            metrics["valid_acc"] = quick_valid_acc(model, data, cfg)
+        metrics["time_s"] = time.perf_counter() - t0
+        history.append(metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", **({"val": f"{metrics['valid_acc']:.3f}"}
+                                                          if "valid_acc" in metrics else {}))
+        if on_epoch is not None:
+            on_epoch(EpochEnd(stage, epoch, metrics, model, opt))
+    return history
+
+
+def specialize(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
+    """Stage 1: train every parameter with L_special for cfg.epochs_special epochs."""
+    set_trainable(model, lambda name: True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return train_stage("special", model, data, cfg, loss_fn=special_loss, params=params, lr=cfg.lr,
+                       epochs=cfg.epochs_special, **kw)
+
+
+def select(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
+    """Stage 2: train only the routers W_g with L_select; every other parameter stays bit-identical."""
+    names = set(set_trainable(model, is_router_param))
+    params = [p for n, p in model.named_parameters() if n in names]
+    try:
+        return train_stage("select", model, data, cfg, loss_fn=select_loss, params=params,
+                           lr=cfg.lr_select, epochs=cfg.epochs_select, **kw)
+    finally:
+        set_trainable(model, lambda name: True)
+
+
+def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
+             progress: bool = True) -> list[dict]:
+    """Stage 3: for each keep-ratio p, embed every split with pruning p and fit the linear probe
+    (L2 chosen on valid). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
+    the chosen l2, the kept fraction of routing pairs, and the seconds spent embedding."""
+    keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
+    ac = autocast_for(cfg)
+    curve = []
+    for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):
+        t0 = time.perf_counter()
+        tr, va, te = (embed(model, data, s, p, cfg.eval_batch_size, ac) for s in ("train", "valid", "test"))
+        embed_s = time.perf_counter() - t0
+        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2)
+        curve.append({"keep_ratio": float(p), "valid_acc": res.valid_acc, "test_acc": res.test_acc,
+                      "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
+                      "kept_fraction": te[2], "embed_s": embed_s})
+    return curve
+
+
+def choose_on_valid(curve: list[dict]) -> dict:
+    """The curve point with the best validation accuracy (ties: the larger p, i.e. less pruning)."""
+    return max(curve, key=lambda r: (r["valid_acc"], r["keep_ratio"]))
+
+
+def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """The supervised upper bound: cross-entropy of a linear head on [z_1, ..., z_M]."""
+    inputs, labels = data["train"].batch(idx)
+    outs = model(standardise(inputs, data))
+    logits = model.sup_head(torch.cat([outs[m].z for m in data.modalities], 1))
+    return F.cross_entropy(logits, labels), {}
