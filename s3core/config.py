@@ -65,7 +65,7 @@ class S3Config:
 
     # --- encoders (one per modality, same shape) ---
     d_model: int = 64
-    n_layers: int = 2
+    n_layers: int = 1
     n_heads: int = 4
     d_ff: int = 256
     chi: int = 4
@@ -81,7 +81,7 @@ class S3Config:
     lambda_rep: float = 1.0
     lambda_dsc: float = 1.0
     lambda_aux: float = 0.01
-    epochs_special: int = 8
+    epochs_special: int = 6
     lr: float = 2e-3
     weight_decay: float = 1e-4
     # Views for L_rep (the paper does not name its augmentations; ours):
@@ -90,7 +90,7 @@ class S3Config:
     # --- Stage 2: L_select = suff * L_suff + min * L_min, routers only ---
     lambda_suff: float = 1.0
     lambda_min: float = 0.5
-    epochs_select: int = 4
+    epochs_select: int = 3
     lr_select: float = 5e-3
     # --- shared ---
     tau: float = 0.1

@@ -5,6 +5,7 @@ the MoE with chi = rho = top_k = 1, whose single gate is always 1):
 - ``s3``: Stage 1 -> Stage 2 -> Stage 3 sweep.
 - ``s3_no_select``: Stage 1 -> Stage 3 (the paper's ablation without Selection).
 - ``clip``: dense encoders trained with cross-modal InfoNCE only, probed at p = 1.
+  The baselines train for epochs_special + epochs_select epochs: the same budget as S3.
 - ``supervised``: dense encoders + a linear head trained on the labels (an upper bound), probed
   at p = 1 on the frozen z like every other method.
 """
@@ -31,7 +32,9 @@ def method_config(cfg: S3Config, method: str) -> S3Config:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if method in ("clip", "supervised"):
-        changes = dict(chi=1, rho=1, top_k=None, keep_ratios=(1.0,), lambda_aux=0.0)
+        # the same number of training epochs as S3's two stages: an equal budget, not only equal width
+        changes = dict(chi=1, rho=1, top_k=None, keep_ratios=(1.0,), lambda_aux=0.0,
+                       epochs_special=cfg.epochs_special + cfg.epochs_select, epochs_select=0)
         if method == "clip":
             changes["lambda_rep"] = 0.0
         return cfg.replace(**changes)
@@ -43,7 +46,7 @@ def method_stages(method: str, cfg: S3Config) -> list[tuple[str, int]]:
     if method == "s3":
         return [("special", cfg.epochs_special), ("select", cfg.epochs_select)]
     if method == "supervised":
-        return [("supervised", cfg.epochs_special + cfg.epochs_select)]
+        return [("supervised", cfg.epochs_special)]
     return [("special", cfg.epochs_special)]
 
 
