@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-DISPATCHES = ("auto", "grouped_mm", "loop")
+DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
 
 
 class ConfigError(ValueError):

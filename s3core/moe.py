@@ -4,9 +4,16 @@ Router g(x) = TOP_k(softmax(W_g x)); MoE(x) = sum_i g(x)_i e_i(x)  (S3_METHOD.md
 gates are not renormalised: the paper writes TOP_k of the softmax, and with chi = rho = k = 1
 that is exactly a dense FFN (the single gate is 1).
 
-Dispatch is vectorised: the chosen (token, expert) pairs are sorted by expert, gathered once,
-and all experts run in one grouped matmul (`torch._grouped_mm`) per FFN matrix. Pruned pairs are
-removed before the gather, so a keep-ratio p < 1 saves compute, not only a mask.
+Dispatch (MoEConfig.dispatch): the chosen (token, expert) pairs are sorted by expert, then
+- "fused": one autograd Function with a hand-written backward runs expert by expert: gather that
+  expert's tokens, addmm + GELU, scale by the gate *before* the second matmul (H < D columns),
+  matmul, index_add_ straight into the output. Nothing of size (pairs, d_model) is kept for
+  backward (the gather is redone there), so each expert's working set stays in cache; b2 enters
+  as one (N, E) gate matrix @ b2. Measured fastest on the CPU (bench/RESULTS.md).
+- "grouped_mm": all experts in one `torch._grouped_mm` per FFN matrix (the fast path on Hopper GPUs).
+- "loop": the plain per-expert Python loop under autograd (the slow reference).
+"auto" picks "fused" on the CPU and "grouped_mm" on CUDA when available. Pruned pairs are removed
+before dispatch, so a keep-ratio p < 1 saves compute, not only a mask.
 """
 from __future__ import annotations
 
@@ -51,6 +58,97 @@ class _ContiguousGrad(torch.autograd.Function):
 
 def _grouped_mm_available() -> bool:
     return hasattr(torch, "_grouped_mm")
+
+
+def resolve_dispatch(method: str, device: torch.device) -> str:
+    """The dispatch "auto" means on `device`: measured fastest per device (bench/RESULTS.md)."""
+    if method != "auto":
+        return method
+    if device.type == "cuda" and _grouped_mm_available():
+        return "grouped_mm"
+    return "fused"
+
+
+class _FusedExperts(torch.autograd.Function):
+    """sum over pairs of gate * (W2_e gelu(W1_e x + b1_e) + b2_e), expert by expert, in place.
+
+    Inputs are sorted by expert; `counts` is the per-expert pair count (a Python list). The
+    forward keeps only the (P, H) pre- and post-activation (as a dense FFN keeps its (N, d_ff)
+    ones); the gathered tokens are gathered again in backward rather than stored.
+    """
+
+    @staticmethod
+    def forward(ctx, tokens, gate, token_idx, expert_idx, counts, w1, b1, w2, b2):
+        N, D = tokens.shape
+        E, _, H = w1.shape
+        P = gate.shape[0]
+        dt = tokens.dtype
+        w1c, b1c, w2c, b2c = (w.to(dt) for w in (w1, b1, w2, b2))
+        g = gate.to(dt)
+        # b2 of every pair at once: (N, E) gate matrix @ (E, D)
+        gmat = tokens.new_zeros(N * E).index_put_((token_idx * E + expert_idx,), g, accumulate=True).view(N, E)
+        out = torch.mm(gmat, b2c)
+        pre = tokens.new_empty(P, H)
+        act = tokens.new_empty(P, H)
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                sl = slice(start, start + n)
+                idx = token_idx[sl]
+                xe = tokens.index_select(0, idx)
+                a = torch.addmm(b1c[e], xe, w1c[e], out=pre[sl])
+                h = torch._C._nn.gelu(a, out=act[sl])
+                hg = h * g[sl].unsqueeze(1)
+                out.index_add_(0, idx, torch.mm(hg, w2c[e]))
+            start += n
+        ctx.counts = counts
+        ctx.save_for_backward(tokens, g, token_idx, expert_idx, gmat, pre, act, w1c, w2c, b2c)
+        ctx.dtypes = (gate.dtype, w1.dtype, b1.dtype, w2.dtype, b2.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        tokens, g, token_idx, expert_idx, gmat, pre, act, w1, w2, b2 = ctx.saved_tensors
+        need_x, need_g, _, _, _, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        go = grad_out.contiguous().to(tokens.dtype)
+        E, D, H = w1.shape
+        dx = torch.zeros_like(tokens) if need_x else None
+        dw1 = torch.zeros_like(w1) if need_w1 else None
+        db1 = tokens.new_zeros(E, H) if need_b1 else None
+        dw2 = torch.zeros_like(w2) if need_w2 else None
+        db2 = torch.mm(gmat.t(), go) if need_b2 else None
+        dg = None
+        if need_g:
+            # d gate from the b2 term: (go @ b2^T)[token, expert]; the expert term is added below
+            dg = torch.mm(go, b2.t()).view(-1).index_select(0, token_idx * E + expert_idx)
+        need_inner = need_x or need_w1 or need_b1
+        start = 0
+        for e, n in enumerate(ctx.counts):
+            if n:
+                sl = slice(start, start + n)
+                idx = token_idx[sl]
+                ge = g[sl].unsqueeze(1)
+                h = act[sl]
+                gy = go.index_select(0, idx)                              # (n, D)
+                if need_w2:
+                    torch.mm((h * ge).t(), gy, out=dw2[e])
+                if need_g or need_inner:
+                    dhg = torch.mm(gy, w2[e].t())                         # (n, H)
+                    if need_g:
+                        dg[sl] += (dhg * h).sum(1)
+                    if need_inner:
+                        da = torch.ops.aten.gelu_backward(dhg.mul_(ge), pre[sl])
+                        if need_b1:
+                            db1[e] = da.sum(0)
+                        if need_w1:
+                            torch.mm(tokens.index_select(0, idx).t(), da, out=dw1[e])
+                        if need_x:
+                            dx.index_add_(0, idx, torch.mm(da, w1[e].t()))
+            start += n
+        gd, w1d, b1d, w2d, b2d = ctx.dtypes
+        cast = lambda t, d: None if t is None else t.to(d)
+        return (dx, cast(dg, gd), None, None, None, cast(dw1, w1d), cast(db1, b1d), cast(dw2, w2d),
+                cast(db2, b2d))
 
 
 class MoEFFN(nn.Module):
@@ -152,14 +250,17 @@ class MoEFFN(nn.Module):
     def _dispatch(self, tokens: Tensor, pair_gate: Tensor, pair_expert: Tensor, pair_token: Tensor) -> Tensor:
         """Sum over pairs of gate * expert(token), grouped by expert. Returns (N, D)."""
         E = self.cfg.num_experts
+        method = resolve_dispatch(self.cfg.dispatch, tokens.device)
+        if method == "grouped_mm" and not _grouped_mm_available():
+            method = "loop"
         order = pair_expert.argsort(stable=True)
         sorted_expert = pair_expert[order]
         sorted_token = pair_token[order]
         counts = torch.bincount(sorted_expert, minlength=E)              # (E,)
+        if method == "fused":
+            return _FusedExperts.apply(tokens, pair_gate[order], sorted_token, sorted_expert,
+                                       counts.tolist(), self.w1, self.b1, self.w2, self.b2)
         xs = tokens.index_select(0, sorted_token)                        # (P, D)
-        method = self.cfg.dispatch
-        if method == "auto":
-            method = "grouped_mm" if _grouped_mm_available() else "loop"
         if method == "grouped_mm" and xs.shape[0] > 0:
             offs = counts.cumsum(0).to(torch.int32)
             w1, w2 = self.w1, self.w2

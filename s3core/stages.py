@@ -120,11 +120,16 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         sums: dict[str, torch.Tensor] = {}
         batches = shuffled_batches(len(data["train"]), cfg.batch_size,
                                    epoch_generator(cfg.seed, stage + "/order", epoch, "cpu"), device)
+        rank, world = _dist_rank_world()
         for idx in batches:
+            if world > 1:
+                idx = idx[rank::world]     # data parallel: each worker takes its share of the batch
             with ac() if ac else contextlib.nullcontext():
                 loss, parts = loss_fn(model, data, cfg, idx, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                _all_reduce_grads(params, world)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             # accumulate on the device: one host sync per epoch, not per step
@@ -143,6 +148,27 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         if on_epoch is not None:
             on_epoch(EpochEnd(stage, epoch, metrics, model, opt))
     return history
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
+    """Average gradients over workers in one flat all-reduce. Done by hand rather than with DDP:
+    Stage 2 freezes all but the routers, which DDP's fixed buckets do not allow. Contrastive
+    negatives stay local to each worker's share of the batch."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
 
 
 def specialize(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:

@@ -235,7 +235,13 @@ def test_head_runs_mlflow_server_and_driver_finds_it(name):
     server_args = shlex.split(servers[0])
     assert server_args[server_args.index("--port") + 1] == str(MLFLOW_PORT)
     assert server_args[server_args.index("--host") + 1] == "0.0.0.0"
-    assert "--backend-store-uri" in server_args and "nohup" in server_args
+    assert "--backend-store-uri" in server_args and "nohup" in servers[0]
+    # `pgrep -f "mlflow server"` as the is-it-running guard matches the guard's own shell (its
+    # command line holds the whole server command), so the server would never start.
+    assert "pgrep" not in servers[0]
+    assert any(f"/dev/tcp/127.0.0.1/{MLFLOW_PORT}" in command and "exit 1" in command for command in head_commands), (
+        "ray up should fail when MLflow does not come up"
+    )
     exports = [command for command in config["head_setup_commands"] if "MLFLOW_TRACKING_URI" in command]
     assert exports and f"MLFLOW_TRACKING_URI=http://127.0.0.1:{MLFLOW_PORT}" in exports[0]
     assert ".bashrc" in exports[0]

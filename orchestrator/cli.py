@@ -1,0 +1,95 @@
+"""run_grid.py's command line. Every flag has a default: no arguments runs the `default` preset
+on the synthetic benchmark, on a local Ray instance, into ./mlflow.db, then writes ./report."""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+
+
+class _KeyValue(argparse.Action):
+    """--set chi=4 --set lambda_min=0.2: repeated key=value pairs, values parsed as Python literals."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        store = dict(getattr(namespace, self.dest) or {})
+        for item in values:
+            if "=" not in item:
+                parser.error(f"{option_string} expects key=value, got {item!r}")
+            key, raw = item.split("=", 1)
+            try:
+                store[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                store[key] = raw
+        setattr(namespace, self.dest, store)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.grid import default_tracking_uri
+    from search_spaces import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="run_grid.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run S3 trials (Ray Tune + Ray Train), track them in MLflow, write the report.",
+        epilog="Examples:\n  python run_grid.py\n  python run_grid.py --preset smoke\n"
+               "  python run_grid.py --preset paper --benchmark mosi --data-dir ~/multibench --gpus-per-trial 0.25\n"
+               "  ray submit clusters/gpu.yaml run_grid.py -- --preset paper --benchmark mosei --data-dir /data\n"
+               "  python run_grid.py --resume   (continue an interrupted grid: same flags plus --resume)")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--preset", default="default", choices=PRESETS, help="search space / grid (search_spaces/)")
+    g.add_argument("--benchmark", nargs="+", default=None,
+                   help="benchmark(s): synthetic, mosi, mosei, urfunny, mustard, arrays (default: the preset's)")
+    g.add_argument("--data-dir", default=None, help="folder with the MultiBench .pkl files, or the .npz / Arrow "
+                                                     "folder for 'arrays'")
+    g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: vision audio "
+                                                                 "text; default all)")
+    g.add_argument("--label-rule", default=None, help="MultiBench label rule: positive (y>0), nonnegative (y>=0), "
+                                                      "binary (default: the benchmark's)")
+    g.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
+    g.add_argument("--set", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
+                   help="override S3Config fields for every trial, e.g. --set epochs_select=5 tau=0.07")
+    g.add_argument("--synthetic", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
+                   help="override the synthetic benchmark, e.g. --synthetic label=shared n_train=4000")
+    g.add_argument("--epochs", type=int, default=None, help="shortcut for --set epochs_special=N")
+    g.add_argument("--num-samples", type=int, default=None, help="Optuna trials per study (search preset)")
+    g.add_argument("--seed-search", type=int, default=0, help="Optuna sampler seed")
+    g = p.add_argument_group("tracking and output")
+    g.add_argument("--tracking-uri", default=default_tracking_uri(),
+                   help="MLflow tracking URI (env MLFLOW_TRACKING_URI, else an absolute SQLite file here)")
+    g.add_argument("--experiment", default=None, help="MLflow experiment name (default: s3-<benchmark>)")
+    g.add_argument("--report-dir", default="report", help="where the report is written")
+    g.add_argument("--storage-path", default=None, help="Ray storage for checkpoints (default ./s3_runs; shared "
+                                                        "storage such as s3://... or NFS on multi-node clusters)")
+    g.add_argument("--resume", action="store_true", help="continue the interrupted grid with the same flags: "
+                                                         "finished trials are skipped, the MLflow parent run reused")
+    g.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune's console verbosity")
+    g = p.add_argument_group("resources")
+    g.add_argument("--ray-address", default=None, help="connect to a running Ray cluster, e.g. 'auto' on a "
+                                                       "cluster head (default: env RAY_ADDRESS, else start a local one)")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray instance (default: all)")
+    g.add_argument("--num-gpus", type=int, default=None, help="GPUs for the local Ray instance (default: all)")
+    g.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
+    g.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="0 = CPU; a fraction (0.25) packs trials on a GPU; N > 1 = N DDP workers, one GPU each")
+    g.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (CPU DDP)")
+    g.add_argument("--cpus-per-worker", type=float, default=None, help="CPU per Ray Train worker (default: the "
+                                                                      "CPUs shared among concurrent trials)")
+    g.add_argument("--max-failures", type=int, default=2, help="worker failures a trial survives by resuming "
+                                                               "from its last checkpoint")
+    return p
+
+
+def main(argv=None) -> int:
+    from orchestrator.errors import user_errors
+
+    args = build_parser().parse_args(argv)
+    # on a cluster head (ray submit), RAY_ADDRESS points at the running cluster
+    args.ray_address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    with user_errors():
+        from orchestrator.grid import run
+        return run(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

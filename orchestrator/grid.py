@@ -1,0 +1,277 @@
+"""Run a preset's trials through Ray Tune (grid or Optuna) and track them in MLflow.
+
+Flow: parse -> check resources -> load each benchmark once in the driver and put it in the
+object store (every node reads it from there: once per node, not once per trial) -> find or
+create the MLflow parent run -> skip trials already FINISHED (resume) -> Tuner.fit -> report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from orchestrator import mlflow_layout as L
+from orchestrator.trial import TrialSpec
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+class GridError(RuntimeError):
+    """A grid that cannot start. One line naming the fix."""
+
+
+@dataclasses.dataclass
+class Execution:
+    workers_per_trial: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+    storage_path: str
+    max_failures: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: dict) -> list[TrialSpec]:
+    """The grid preset's trials: s3 over the cross product of `grid`, baselines once per seed
+    ('s3_no_select' is gridded over chi too: it is the ablation of each chi)."""
+    base = {**preset["base"], **extra}
+    grid = preset["grid"]
+    names = list(grid)
+    trials = []
+    for bench, seed in itertools.product(benchmarks, seeds):
+        for values in itertools.product(*(grid[n] for n in names)):
+            trials.append(TrialSpec(bench, "s3", seed, preset["name"], {**base, **dict(zip(names, values))}))
+        for method in preset["baselines"]:
+            if method == "s3_no_select" and "chi" in grid:
+                for chi in grid["chi"]:
+                    trials.append(TrialSpec(bench, method, seed, preset["name"], {**base, "chi": chi}))
+            else:
+                trials.append(TrialSpec(bench, method, seed, preset["name"], dict(base)))
+    return trials
+
+
+def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, search_samples) -> str:
+    canon = json.dumps({"preset": preset_name, "benchmarks": list(benchmarks), "seeds": list(seeds),
+                        "extra": extra, "synthetic": synthetic, "samples": search_samples}, sort_keys=True)
+    return hashlib.sha1(canon.encode()).hexdigest()[:12]
+
+
+def check_resources(execution: Execution, cluster: dict) -> None:
+    """Fail before any trial waits in PENDING forever for resources the cluster lacks."""
+    need_cpu = execution.workers_per_trial * execution.cpus_per_worker + 0.01
+    need_gpu = execution.workers_per_trial * execution.gpus_per_worker
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if need_gpu > 0 and have_gpu < need_gpu:
+        raise GridError(f"a trial needs {need_gpu:g} GPU but the Ray cluster has {have_gpu:g}; drop "
+                        "--gpus-per-trial (CPU-only works) or connect to a cluster with GPUs")
+    if need_cpu > have_cpu + 1e-9:
+        raise GridError(f"a trial needs {need_cpu:g} CPU ({execution.workers_per_trial} workers x "
+                        f"{execution.cpus_per_worker:g}) but the Ray cluster has {have_cpu:g}; lower "
+                        "--workers-per-trial or --cpus-per-worker")
+
+
+def plan_execution(args, cluster: dict) -> Execution:
+    have_cpu = cluster.get("CPU", 1.0)
+    gpus = args.gpus_per_trial or 0.0
+    if gpus > 1:
+        if gpus != int(gpus):
+            raise GridError(f"--gpus-per-trial {gpus:g}: above 1 it must be a whole number of GPUs "
+                            "(one DDP worker each)")
+        workers, gpus_per_worker = int(gpus), 1.0
+    else:
+        workers, gpus_per_worker = args.workers_per_trial, gpus
+    if args.max_concurrent:
+        concurrent = args.max_concurrent
+    elif gpus_per_worker > 0:
+        concurrent = max(1, int(cluster.get("GPU", 0) / (workers * gpus_per_worker)))
+    else:
+        concurrent = max(1, int(have_cpu // workers))
+    if args.cpus_per_worker:
+        cpus = args.cpus_per_worker
+    else:
+        # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
+        cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
+    storage = args.storage_path or str(Path.cwd().resolve() / "s3_runs")
+    return Execution(workers, cpus, gpus_per_worker, concurrent, storage, args.max_failures)
+
+
+def load_data(benchmarks, args, preset) -> dict:
+    from s3core.data import SyntheticConfig, load_benchmark
+
+    out = {}
+    for name in benchmarks:
+        synthetic = SyntheticConfig(**{**preset.get("synthetic", {}), **(args.synthetic or {})}) \
+            if name == "synthetic" else None
+        t0 = time.perf_counter()
+        out[name] = load_benchmark(name, data_dir=args.data_dir, modalities=args.modalities,
+                                   label_rule=args.label_rule, synthetic=synthetic)
+        b = out[name]
+        print(f"loaded {name}: {len(b['train'])}/{len(b['valid'])}/{len(b['test'])} samples, modalities "
+              + ", ".join(f"{m} {b.seq_lens[m]}x{b.dims[m]}" for m in b.modalities)
+              + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return out
+
+
+def run(args) -> int:
+    """The body of run_grid.py. Returns the exit code."""
+    import mlflow
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from orchestrator.report import ReportError, build_report, log_report_to_parent
+    from orchestrator.tracking import (MlflowTrialLogger, code_version, find_parent, get_or_create_experiment,
+                                       trial_runs)
+    from orchestrator.trial import tune_trial
+    from search_spaces import load_preset
+
+    preset = load_preset(args.preset)
+    benchmarks = args.benchmark or preset["benchmarks"]
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    extra = dict(args.set or {})
+    if args.epochs is not None:
+        extra["epochs_special"] = args.epochs
+    search = preset.get("search")
+    num_samples = (args.num_samples or search["num_samples"]) if search else None
+
+    # validate every trial config before any process starts
+    if search is None:
+        trials = grid_trials(preset, benchmarks, seeds, extra)
+        for t in trials:
+            t.s3_config().validate()
+    else:
+        trials = []
+        TrialSpec(benchmarks[0], "s3", seeds[0], preset["name"], {**preset["base"], **extra}).s3_config().validate()
+
+    data = load_data(benchmarks, args, preset)
+    for t in trials:
+        n_train = len(data[t.benchmark]["train"])
+        if t.s3_config().batch_size > n_train:
+            raise GridError(f"batch_size {t.s3_config().batch_size} exceeds the {t.benchmark} train split "
+                            f"({n_train} samples); lower the batch size")
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    client = MlflowClient(args.tracking_uri)
+    gid = grid_id(preset["name"], benchmarks, seeds, extra, {**preset.get("synthetic", {}), **(args.synthetic or {})},
+                  num_samples)
+    exp_name = L.experiment_name(benchmarks[0] if len(benchmarks) == 1 else "multi", args.experiment)
+    experiment_id = get_or_create_experiment(client, exp_name)
+    tags = {L.TAG_PRESET: preset["name"], L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
+    parent = find_parent(client, experiment_id, gid) if args.resume else None
+    if args.resume and parent is None:
+        print(f"--resume: no earlier grid {gid} (preset {preset['name']}) in experiment {exp_name}; starting it now",
+              flush=True)
+    if parent is None:
+        parent = client.create_run(experiment_id, run_name=f"{preset['name']}-{gid}",
+                                   tags={**tags, L.TAG_ROLE: L.ROLE_PARENT, L.TAG_BENCHMARK: ",".join(benchmarks)})
+        client.log_param(parent.info.run_id, "preset", preset["name"])
+    else:
+        client.update_run(parent.info.run_id, status="RUNNING")
+    parent_id = parent.info.run_id
+    existing = trial_runs(client, experiment_id, parent_id)
+    finished = {k for k, r in existing.items() if r.info.status == "FINISHED"}
+    todo = [t for t in trials if t.key() not in finished]
+    if search is None:
+        print(f"grid {gid}: {len(trials)} trials, {len(trials) - len(todo)} already finished, {len(todo)} to run "
+              f"(MLflow parent run {parent_id}, experiment {exp_name}, {args.tracking_uri})", flush=True)
+
+    if args.ray_address:
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    elif ray.is_initialized():
+        pass
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
+                 log_to_driver=False)
+    execution = plan_execution(args, ray.cluster_resources())
+    check_resources(execution, ray.cluster_resources())
+    print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
+          f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
+                                                  else "") + f"; checkpoints in {execution.storage_path}", flush=True)
+    refs = {"data": {name: [ray.put(b)] for name, b in data.items()}, "execution": execution.as_dict()}
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
+
+    interrupted = False
+    loggers = []
+
+    def handle_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, handle_sigterm)
+    try:
+        studies = [(None, todo)] if search is None else [((b, s), None) for b in benchmarks for s in seeds]
+        for study, todo_trials in studies:
+            if search is None and not todo_trials:
+                continue
+            total = len(todo_trials) if search is None else num_samples
+            logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
+            loggers.append(logger)
+            run_config = tune.RunConfig(name=f"grid-{gid}" + (f"-{study[0]}-{study[1]}" if study else ""),
+                                        storage_path=execution.storage_path, callbacks=[logger], verbose=args.verbose,
+                                        failure_config=tune.FailureConfig(max_failures=0))
+            if search is None:
+                tuner = tune.Tuner(trainable,
+                                   param_space={"spec": tune.grid_search([t.to_dict() for t in todo_trials])},
+                                   tune_config=tune.TuneConfig(max_concurrent_trials=execution.max_concurrent),
+                                   run_config=run_config)
+            else:
+                tuner = _search_tuner(tune, trainable, search, study, preset, extra, num_samples, execution,
+                                      run_config, args.seed_search)
+            tuner.fit()
+            existing = logger.existing
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    if interrupted:
+        for logger in loggers:
+            logger.close_unfinished("KILLED")
+        client.set_terminated(parent_id, status="KILLED")
+        print(f"interrupted: finished trials are safe in MLflow; continue with the same command plus --resume "
+              f"(grid {gid})", file=sys.stderr, flush=True)
+        return 130
+
+    done = sum(lg.done for lg in loggers)
+    failed = sum(lg.failed for lg in loggers)
+    out_dir = args.report_dir
+    try:
+        rep = build_report(client, [exp_name], out_dir=out_dir, parent_run_id=parent_id)
+        log_report_to_parent(client, parent_id, out_dir)
+        print(f"report: {Path(out_dir).resolve() / 'index.html'} ({len(rep.paths)} files)", flush=True)
+    except ReportError as err:
+        print(f"report: {err}", file=sys.stderr, flush=True)
+    client.set_terminated(parent_id, status="FINISHED" if failed == 0 else "FAILED")
+    print(f"grid {gid}: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
+          f"mlflow ui --backend-store-uri {args.tracking_uri}", flush=True)
+    return 0 if failed == 0 else 1
+
+
+def _search_tuner(tune, trainable, search, study, preset, extra, num_samples, execution, run_config, seed):
+    from ray.tune.search.optuna import OptunaSearch
+
+    bench, trial_seed = study
+    base = {**preset["base"], **extra}
+    user_space = search["space"]
+
+    def space(trial):
+        user_space(trial)
+        # constants pass through define-by-run unchanged: the study is one (benchmark, seed)
+        return {"benchmark": bench, "seed": trial_seed, "method": "s3", "preset": preset["name"],
+                "overrides": base}
+
+    algo = OptunaSearch(space=space, metric="objective", mode="max", seed=seed)
+    return tune.Tuner(trainable,
+                      tune_config=tune.TuneConfig(search_alg=algo, num_samples=num_samples,
+                                                  max_concurrent_trials=execution.max_concurrent),
+                      run_config=run_config)

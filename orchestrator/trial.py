@@ -1,0 +1,154 @@
+"""One trial = one config run through s3core inside Ray Train, driven by a Ray Tune function.
+
+Tune function (a sliver of CPU) -> TorchTrainer(num_workers, use_gpu, resources_per_worker)
+-> `train_loop_per_worker` on each worker: fetch the benchmark from the object store (once per
+node), run s3core's stages, `ray.train.report` every epoch with a checkpoint (model, optimizer,
+stage, epoch, history, RNG), then the final curve. `TuneReportCallback` forwards every report to
+Tune, where the driver's MLflow callback (the only MLflow writer) logs it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+
+import torch
+
+from s3core.config import S3Config
+
+CHECKPOINT_FILE = "state.pt"
+SPEC_KEYS = ("benchmark", "method", "seed", "preset", "overrides")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """What identifies a trial. `overrides` are S3Config fields (chi, batch_size, lambda_*...)."""
+
+    benchmark: str
+    method: str
+    seed: int
+    preset: str
+    overrides: dict
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrialSpec":
+        """From a grid entry ({"spec": {...}}) or a flat Optuna sample (fields at the top level)."""
+        if "spec" in config:
+            return cls(**config["spec"])
+        flat = dict(config)
+        base = {k: flat.pop(k) for k in ("benchmark", "method", "seed", "preset")}
+        flat.pop("overrides", None)
+        extra = config.get("overrides", {})
+        return cls(**base, overrides={**extra, **flat})
+
+    def s3_config(self, device: str = "cpu") -> S3Config:
+        return S3Config().replace(**self.overrides, seed=int(self.seed), device=device)
+
+    def key(self) -> str:
+        """Stable across processes and runs: the resume key, stored as the MLflow tag s3.trial_key."""
+        canon = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha1(canon.encode()).hexdigest()[:16]
+
+    def short(self) -> str:
+        o = self.overrides
+        parts = [self.method, self.benchmark] + [f"{k}={o[k]}" for k in ("chi", "batch_size") if k in o]
+        return " ".join(parts + [f"seed={self.seed}"])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_checkpoint_state(directory: str) -> dict:
+    # weights_only: a checkpoint is data; loading one must never run code
+    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker. config: {"spec": TrialSpec dict, "data_ref": [ObjectRef]}."""
+    import ray
+    import ray.train
+    from ray.train import Checkpoint
+
+    from s3core.pipeline import checkpoint_state, run_trial
+
+    spec = TrialSpec(**config["spec"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = "cpu"
+    if torch.cuda.is_available() and config.get("use_gpu"):
+        device = str(ray.train.torch.get_device())
+    cfg = spec.s3_config(device=device)
+    bench = ray.get(config["data_ref"][0])       # zero-copy from this node's object store
+
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint_state(d)
+
+    def report(metrics: dict, state: dict) -> None:
+        """Every worker reports; rank 0 attaches the checkpoint (written under a temporary name,
+        then renamed, so a checkpoint directory never holds half a file)."""
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            tmp = os.path.join(d, CHECKPOINT_FILE + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, os.path.join(d, CHECKPOINT_FILE))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+    if resume is not None and "final" in resume:
+        report(resume["final"], resume)  # finished before the restart: report again, compute nothing
+        return
+
+    def on_epoch(ev):
+        metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
+                   "global_epoch": len(ev.history) - 1, **ev.metrics}
+        metrics["objective"] = metrics.get("valid_acc", 0.0)
+        report(metrics, checkpoint_state(ev))
+
+    result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
+    final = {"kind": "final", "curve_json": json.dumps(result.curve), "history_len": len(result.history),
+             "trial_seconds": result.seconds, **result.summary}
+    final["objective"] = result.summary["best_valid_acc"]
+    # the final report carries a checkpoint: Train's Result.metrics are those of the latest checkpoint
+    report(final, {"final": final})
+
+
+def tune_trial(config: dict, data_refs: dict | None = None) -> None:
+    """The Tune function: one TorchTrainer per trial. Registered with a sliver of CPU, because
+    the trainer's workers hold the real resources."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    spec = TrialSpec.from_config(config)
+    execution = data_refs["execution"]
+    use_gpu = execution["gpus_per_worker"] > 0
+    per_worker = {"CPU": execution["cpus_per_worker"]}
+    if use_gpu:
+        per_worker["GPU"] = execution["gpus_per_worker"]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.to_dict(), "data_ref": data_refs["data"][spec.benchmark],
+                           "use_gpu": use_gpu},
+        scaling_config=ray.train.ScalingConfig(num_workers=execution["workers_per_trial"], use_gpu=use_gpu,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"trial-{spec.key()}", storage_path=execution["storage_path"],
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=execution["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    final = dict(result.metrics or {})
+    if final.get("kind") != "final":
+        raise RuntimeError(f"trial {spec.short()} ended without its final curve")
+    tune.report({**final, "kind": "done"})
