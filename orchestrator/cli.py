@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
     g.add_argument("--set", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
                    help="override S3Config fields for every trial, e.g. --set epochs_select=5 tau=0.07")
+    g.add_argument("--grid", nargs="+", action=_KeyValue, default=None, metavar="FIELD=[V1,V2]",
+                   help="sweep S3Config fields (replaces the preset's list for that field), e.g. "
+                        "--grid chi=[2,8] tau=[0.05,0.1]")
     g.add_argument("--synthetic", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
                    help="override the synthetic benchmark, e.g. --synthetic label=shared n_train=4000")
     g.add_argument("--epochs", type=int, default=None, help="shortcut for --set epochs_special=N")

@@ -43,11 +43,16 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
-def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: dict) -> list[TrialSpec]:
+def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: dict,
+                grid_override: dict | None = None) -> list[TrialSpec]:
     """The grid preset's trials: s3 over the cross product of `grid`, baselines once per seed
     ('s3_no_select' is gridded over chi too: it is the ablation of each chi)."""
     base = {**preset["base"], **extra}
-    grid = preset["grid"]
+    grid = {**preset["grid"], **(grid_override or {})}
+    for name, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise GridError(f"grid field {name!r} needs a non-empty list of values, got {values!r}; "
+                            f"write --grid {name}=[v1,v2]")
     names = list(grid)
     trials = []
     for bench, seed in itertools.product(benchmarks, seeds):
@@ -107,6 +112,32 @@ def plan_execution(args, cluster: dict) -> Execution:
     return Execution(workers, cpus, gpus_per_worker, concurrent, storage, args.max_failures)
 
 
+def connect_mlflow(uri: str):
+    """An MlflowClient on `uri`, checked to answer before anything is written."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:"):
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not path.startswith("/"):
+            raise GridError(f"tracking URI {uri!r} is not an absolute SQLite path; use sqlite:////abs/path/mlflow.db")
+        if not Path(path).parent.is_dir():
+            raise GridError(f"the folder of the MLflow store {path} does not exist; create it or pass another "
+                            "--tracking-uri")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as err:
+            raise GridError(f"cannot reach the MLflow server at {uri} ({getattr(err, 'reason', err)}); start it "
+                            "(mlflow server ...) or drop --tracking-uri to use a local SQLite store") from None
+    else:
+        raise GridError(f"unsupported tracking URI {uri!r}; use sqlite:////abs/path/mlflow.db or http://host:port")
+    import mlflow
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
 def load_data(benchmarks, args, preset) -> dict:
     from s3core.data import SyntheticConfig, load_benchmark
 
@@ -126,9 +157,7 @@ def load_data(benchmarks, args, preset) -> dict:
 
 def run(args) -> int:
     """The body of run_grid.py. Returns the exit code."""
-    import mlflow
     import ray
-    from mlflow.tracking import MlflowClient
     from ray import tune
 
     from orchestrator.report import ReportError, build_report, log_report_to_parent
@@ -145,15 +174,19 @@ def run(args) -> int:
         extra["epochs_special"] = args.epochs
     search = preset.get("search")
     num_samples = (args.num_samples or search["num_samples"]) if search else None
+    if search is not None and args.grid:
+        raise GridError(f"--grid does not apply to the {preset['name']} preset, which samples with Optuna; "
+                        "use --set for fixed values")
 
-    # validate every trial config before any process starts
+    # validate every trial config before any process starts or any run is written
     if search is None:
-        trials = grid_trials(preset, benchmarks, seeds, extra)
+        trials = grid_trials(preset, benchmarks, seeds, extra, args.grid)
         for t in trials:
             t.s3_config().validate()
     else:
         trials = []
         TrialSpec(benchmarks[0], "s3", seeds[0], preset["name"], {**preset["base"], **extra}).s3_config().validate()
+    client = connect_mlflow(args.tracking_uri)
 
     data = load_data(benchmarks, args, preset)
     for t in trials:
@@ -162,10 +195,16 @@ def run(args) -> int:
             raise GridError(f"batch_size {t.s3_config().batch_size} exceeds the {t.benchmark} train split "
                             f"({n_train} samples); lower the batch size")
 
-    mlflow.set_tracking_uri(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
-    gid = grid_id(preset["name"], benchmarks, seeds, extra, {**preset.get("synthetic", {}), **(args.synthetic or {})},
-                  num_samples)
+    if args.ray_address:
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    elif not ray.is_initialized():
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
+                 log_to_driver=False)
+    execution = plan_execution(args, ray.cluster_resources())
+    check_resources(execution, ray.cluster_resources())
+
+    gid = grid_id(preset["name"], benchmarks, seeds, {**extra, "__grid__": args.grid or {}},
+                  {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples)
     exp_name = L.experiment_name(benchmarks[0] if len(benchmarks) == 1 else "multi", args.experiment)
     experiment_id = get_or_create_experiment(client, exp_name)
     tags = {L.TAG_PRESET: preset["name"], L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
@@ -186,16 +225,6 @@ def run(args) -> int:
     if search is None:
         print(f"grid {gid}: {len(trials)} trials, {len(trials) - len(todo)} already finished, {len(todo)} to run "
               f"(MLflow parent run {parent_id}, experiment {exp_name}, {args.tracking_uri})", flush=True)
-
-    if args.ray_address:
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
-    elif ray.is_initialized():
-        pass
-    else:
-        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
-                 log_to_driver=False)
-    execution = plan_execution(args, ray.cluster_resources())
-    check_resources(execution, ray.cluster_resources())
     print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
@@ -232,6 +261,11 @@ def run(args) -> int:
             existing = logger.existing
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        for logger in loggers:
+            logger.close_unfinished("FAILED")
+        client.set_terminated(parent_id, status="FAILED")
+        raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
     if interrupted:

@@ -19,6 +19,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from s3core.pipeline import method_config
+
 from orchestrator import mlflow_layout as L
 from orchestrator.trial import TrialSpec
 
@@ -150,7 +152,7 @@ class MlflowTrialLogger(Callback):
                     logged.add((m.key, m.step))
             self.logged[run_id] = logged
         else:
-            cfg = spec.s3_config()
+            cfg = method_config(spec.s3_config(), spec.method)  # what the method really trains with
             params = {**{k: v for k, v in cfg.to_dict().items()}, "method": spec.method,
                       "benchmark": spec.benchmark, "preset": spec.preset}
             tags = {**self.tags, L.TAG_PARENT: self.parent_run_id, L.TAG_ROLE: L.ROLE_TRIAL,

@@ -258,8 +258,9 @@ class MoEFFN(nn.Module):
         sorted_token = pair_token[order]
         counts = torch.bincount(sorted_expert, minlength=E)              # (E,)
         if method == "fused":
-            return _FusedExperts.apply(tokens, pair_gate[order], sorted_token, sorted_expert,
-                                       counts.tolist(), self.w1, self.b1, self.w2, self.b2)
+            with torch.autocast(tokens.device.type, enabled=False):  # it runs in the tokens' dtype
+                return _FusedExperts.apply(tokens, pair_gate[order], sorted_token, sorted_expert,
+                                           counts.tolist(), self.w1, self.b1, self.w2, self.b2)
         xs = tokens.index_select(0, sorted_token)                        # (P, D)
         if method == "grouped_mm" and xs.shape[0] > 0:
             offs = counts.cumsum(0).to(torch.int32)

@@ -29,7 +29,7 @@ def test_chi_rho_topk_one_equals_dense_ffn():
     torch.testing.assert_close(moe(x).output, dense(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("dispatch", ["grouped_mm", "loop"])
+@pytest.mark.parametrize("dispatch", ["fused", "grouped_mm", "loop"])
 def test_keep_ratio_one_is_exactly_unpruned(dispatch):
     layer = _layer(dispatch=dispatch)
     x = torch.randn(4, 6, 16)
@@ -41,19 +41,51 @@ def test_keep_ratio_one_is_exactly_unpruned(dispatch):
     torch.testing.assert_close(layer(x, keep_ratio=almost_one).output, default, rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_and_loop_dispatch_agree_forward_and_backward():
+@pytest.mark.parametrize("dispatch", ["fused", "grouped_mm", "auto"])
+@pytest.mark.parametrize("keep_ratio", [1.0, 0.5])
+@pytest.mark.parametrize("loss", ["sum", "weighted"])
+def test_dispatch_agrees_with_loop_forward_and_backward(dispatch, keep_ratio, loss):
     x = torch.randn(4, 6, 16)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[0, :2] = False
+    weight = torch.randn(4, 6, 16)
     outs, grads = [], []
-    for dispatch in ("grouped_mm", "loop"):
-        layer = _layer(dispatch=dispatch)
+    for d in (dispatch, "loop"):
+        layer = _layer(dispatch=d)
         xi = x.clone().requires_grad_(True)
-        out = layer(xi, keep_ratio=0.5).output
-        out.sum().backward()  # .sum() gives a stride-0 grad: grouped_mm's CPU backward must cope
+        out = layer(xi, token_mask=mask, keep_ratio=keep_ratio).output
+        # .sum() gives a stride-0 grad: grouped_mm's CPU backward must cope
+        (out.sum() if loss == "sum" else (out * weight).sum()).backward()
         outs.append(out.detach())
-        grads.append((xi.grad, layer.w1.grad, layer.router.weight.grad))
+        grads.append((xi.grad, layer.w1.grad, layer.b1.grad, layer.w2.grad, layer.b2.grad,
+                      layer.router.weight.grad))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dispatch", ["fused", "grouped_mm", "loop"])
+def test_every_dispatch_matches_the_per_pair_reference(dispatch):
+    layer = _layer(seed=2, dispatch=dispatch)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        res = layer(x, keep_ratio=0.3)
+        ref, _ = _reference(layer, x, 0.3)
+    torch.testing.assert_close(res.output, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_dispatch_with_frozen_experts_trains_only_the_router():
+    layer = _layer(dispatch="fused")
+    for p in (layer.w1, layer.b1, layer.w2, layer.b2):
+        p.requires_grad_(False)
+    layer(torch.randn(2, 3, 16)).output.pow(2).sum().backward()
+    assert layer.router.weight.grad is not None and layer.w1.grad is None
+
+
+def test_auto_dispatch_is_fused_on_the_cpu():
+    from s3core.moe import resolve_dispatch
+    assert resolve_dispatch("auto", torch.device("cpu")) == "fused"
+    assert resolve_dispatch("loop", torch.device("cpu")) == "loop"
 
 
 def _reference(layer, x, keep_ratio):

@@ -1,0 +1,162 @@
+"""The orchestrator end to end: real Ray Tune, Ray Train, Optuna and MLflow, no mocks."""
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator import mlflow_layout as L
+from orchestrator.grid import Execution, GridError, check_resources, grid_trials, plan_execution
+from orchestrator.trial import TrialSpec
+from search_spaces import PRESETS, PresetError, load_preset
+
+
+class Args:
+    def __init__(self, **kw):
+        self.gpus_per_trial = 0.0
+        self.workers_per_trial = 1
+        self.max_concurrent = None
+        self.cpus_per_worker = None
+        self.storage_path = "/tmp/x"
+        self.max_failures = 2
+        self.__dict__.update(kw)
+
+
+def test_every_preset_loads_and_its_trials_validate():
+    for name in PRESETS:
+        preset = load_preset(name)
+        for key in ("benchmarks", "base", "grid", "seeds", "baselines", "search"):
+            assert key in preset, (name, key)
+        if preset["search"] is None:
+            trials = grid_trials(preset, preset["benchmarks"], preset["seeds"], {})
+            for t in trials:
+                t.s3_config().validate()
+            assert len({t.key() for t in trials}) == len(trials), f"{name}: duplicate trials"
+    with pytest.raises(PresetError, match="choose one of"):
+        load_preset("nope")
+
+
+def test_paper_preset_is_the_papers_grid():
+    preset = load_preset("paper")
+    trials = grid_trials(preset, ["mosei"], preset["seeds"], {})
+    s3 = [t for t in trials if t.method == "s3"]
+    assert sorted({t.overrides["chi"] for t in s3}) == [2, 4, 8]
+    assert sorted({t.overrides["batch_size"] for t in s3}) == [64, 128, 256, 512]
+    assert len(s3) == 3 * 4 * 3
+    assert tuple(t.s3_config().keep_ratios for t in s3)[0] == (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+    assert len([t for t in trials if t.method == "clip"]) == 3
+    assert len([t for t in trials if t.method == "s3_no_select"]) == 3 * 3
+
+
+def test_trial_key_is_stable_and_sensitive():
+    a = TrialSpec("synthetic", "s3", 0, "smoke", {"chi": 2, "batch_size": 64})
+    b = TrialSpec("synthetic", "s3", 0, "smoke", {"batch_size": 64, "chi": 2})
+    assert a.key() == b.key()
+    assert a.key() != TrialSpec("synthetic", "s3", 1, "smoke", {"chi": 2, "batch_size": 64}).key()
+    assert TrialSpec.from_config({"spec": a.to_dict()}) == a
+    flat = {"benchmark": "synthetic", "method": "s3", "seed": 0, "preset": "search", "overrides": {"tau": 0.1},
+            "chi": 4}
+    assert TrialSpec.from_config(flat).overrides == {"tau": 0.1, "chi": 4}
+
+
+def test_grid_override_replaces_a_field_and_rejects_non_lists():
+    preset = load_preset("smoke")
+    trials = grid_trials(preset, ["synthetic"], [0], {}, {"chi": [2, 8], "tau": [0.1, 0.2]})
+    assert len([t for t in trials if t.method == "s3"]) == 4
+    with pytest.raises(GridError, match="non-empty list"):
+        grid_trials(preset, ["synthetic"], [0], {}, {"chi": 4})
+
+
+def test_plan_shares_cpus_and_packs_fractional_gpus():
+    cpu = plan_execution(Args(), {"CPU": 2.0})
+    assert cpu.max_concurrent == 2 and cpu.workers_per_trial == 1
+    assert 2 * (cpu.cpus_per_worker + 0.01) <= 2.0          # both trials fit: none waits in PENDING
+    gpu = plan_execution(Args(gpus_per_trial=0.25), {"CPU": 16.0, "GPU": 1.0})
+    assert gpu.max_concurrent == 4 and gpu.gpus_per_worker == 0.25
+    ddp = plan_execution(Args(gpus_per_trial=2), {"CPU": 16.0, "GPU": 4.0})
+    assert ddp.workers_per_trial == 2 and ddp.gpus_per_worker == 1.0 and ddp.max_concurrent == 2
+
+
+def test_missing_gpu_is_refused_before_anything_waits():
+    ex = Execution(1, 1.0, 0.5, 1, "/tmp/x", 0)
+    with pytest.raises(GridError, match="GPU"):
+        check_resources(ex, {"CPU": 2.0})
+    with pytest.raises(GridError, match="CPU"):
+        check_resources(Execution(4, 1.0, 0.0, 1, "/tmp/x", 0), {"CPU": 2.0})
+
+
+def _children(client, parent_id):
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.`{L.TAG_PARENT}` = '{parent_id}'")
+
+
+def _check_store(tmp_path, expect_trials: int, workers: int):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("s3-synthetic")
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_PARENT}'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    children = _children(client, parent_id)
+    assert len(children) == expect_trials
+    assert len({c.data.tags[L.TAG_TRIAL_KEY] for c in children}) == expect_trials
+    for run in children:
+        assert run.info.status == "FINISHED"
+        tags, params = run.data.tags, run.data.params
+        for tag in (L.TAG_METHOD, L.TAG_SEED, L.TAG_PRESET, L.TAG_CODE_VERSION, L.TAG_TRIAL_KEY):
+            assert tags.get(tag), tag
+        for p in ("chi", "rho", "batch_size", "lambda_rep", "lambda_dsc", "lambda_aux", "lambda_suff", "lambda_min",
+                  "tau", "lr", "epochs_special", "seed"):
+            assert p in params, p
+        method = tags[L.TAG_METHOD]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")]
+        expected = list(range(10, 101, 10)) if method == "s3" else [100]
+        assert sorted(steps) == expected, (method, steps)
+        loss = client.get_metric_history(run.info.run_id, "special/loss")
+        n_special = int(params["epochs_special"])
+        assert sorted(m.step for m in loss) == list(range(n_special)), "one point per epoch, no duplicates"
+        if method == "s3":
+            sel = client.get_metric_history(run.info.run_id, "select/suff")
+            assert sorted(m.step for m in sel) == list(range(n_special, n_special + int(params["epochs_select"])))
+        for name in L.SUMMARY_METRICS:
+            assert name in run.data.metrics, name
+        arts = {a.path for a in client.list_artifacts(run.info.run_id, L.CURVE_ARTIFACT_DIR)}
+        assert arts == {"curve/curve.csv", "curve/curve.png"}
+        if method == "clip":
+            assert params["chi"] == "1"   # the dense baseline logs what it really trains
+    report_arts = {a.path for a in client.list_artifacts(parent_id, L.REPORT_ARTIFACT_DIR)}
+    assert "report/index.html" in report_arts and "report/report.md" in report_arts
+    assert (tmp_path / "report" / "index.html").exists()
+    assert (tmp_path / "report" / "curves_synthetic.png").stat().st_size > 10_000
+    return client, children
+
+
+def test_smoke_grid_end_to_end_one_worker(tmp_path, grid_runner):
+    proc = grid_runner(tmp_path, "--preset", "smoke")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[2/2] done" in proc.stdout
+    _check_store(tmp_path, expect_trials=2, workers=1)
+
+
+@pytest.mark.slow
+def test_smoke_grid_end_to_end_two_ddp_workers(tmp_path, grid_runner):
+    proc = grid_runner(tmp_path, "--preset", "smoke", "--workers-per-trial", "2", "--cpus-per-worker", "0.49",
+                       "--max-concurrent", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 worker(s)" in proc.stdout
+    _check_store(tmp_path, expect_trials=2, workers=2)
+
+
+@pytest.mark.slow
+def test_optuna_search_preset_end_to_end(tmp_path, grid_runner):
+    proc = grid_runner(tmp_path, "--preset", "search", "--num-samples", "3",
+                       "--set", "d_model=16", "n_layers=1", "n_heads=2", "d_ff=64", "proj_dim=16", "epochs_special=1",
+                       "epochs_select=1", "probe_l2=[0.01]",
+                       "--synthetic", "n_train=256", "n_valid=128", "n_test=128", "seq_len=4")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("s3-synthetic")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    sampled = {(r.data.params["chi"], r.data.params["tau"], r.data.params["lr"]) for r in runs}
+    assert len(sampled) == 3, "Optuna sampled three distinct configs"
+    for r in runs:
+        # the objective is validation accuracy at the validation-chosen p
+        curve = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "valid_acc")}
+        assert r.data.metrics["best_valid_acc"] == pytest.approx(max(curve.values()))
