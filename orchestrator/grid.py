@@ -160,9 +160,6 @@ def run(args) -> int:
     import ray
     from ray import tune
 
-    from orchestrator.report import ReportError, build_report, log_report_to_parent
-    from orchestrator.tracking import (MlflowTrialLogger, code_version, find_parent, get_or_create_experiment,
-                                       trial_runs)
     from orchestrator.trial import tune_trial
     from search_spaces import load_preset
 
@@ -205,7 +202,34 @@ def run(args) -> int:
 
     gid = grid_id(preset["name"], benchmarks, seeds, {**extra, "__grid__": args.grid or {}},
                   {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples)
-    exp_name = L.experiment_name(benchmarks[0] if len(benchmarks) == 1 else "multi", args.experiment)
+    print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
+          f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
+                                                  else "") + f"; checkpoints in {execution.storage_path}", flush=True)
+    refs = {"data": {name: [ray.put(b)] for name, b in data.items()}, "execution": execution.as_dict()}
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
+    job = dict(args=args, preset=preset, seeds=seeds, extra=extra, search=search, num_samples=num_samples,
+               execution=execution, client=client, gid=gid, trainable=trainable)
+    codes = []
+    for bench in benchmarks:
+        # one MLflow experiment (and parent run) per benchmark, unless --experiment names one
+        code = _run_benchmark(bench, [t for t in trials if t.benchmark == bench],
+                              report_dir=args.report_dir if len(benchmarks) == 1 else
+                              str(Path(args.report_dir) / bench), **job)
+        if code == 130:
+            return code
+        codes.append(code)
+    return max(codes)
+
+
+def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_samples, execution, client, gid,
+                   trainable, report_dir) -> int:
+    from ray import tune
+
+    from orchestrator.report import ReportError, build_report, log_report_to_parent
+    from orchestrator.tracking import (MlflowTrialLogger, code_version, find_parent, get_or_create_experiment,
+                                       trial_runs)
+
+    exp_name = L.experiment_name(bench, args.experiment)
     experiment_id = get_or_create_experiment(client, exp_name)
     tags = {L.TAG_PRESET: preset["name"], L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
     parent = find_parent(client, experiment_id, gid) if args.resume else None
@@ -213,23 +237,31 @@ def run(args) -> int:
         print(f"--resume: no earlier grid {gid} (preset {preset['name']}) in experiment {exp_name}; starting it now",
               flush=True)
     if parent is None:
-        parent = client.create_run(experiment_id, run_name=f"{preset['name']}-{gid}",
-                                   tags={**tags, L.TAG_ROLE: L.ROLE_PARENT, L.TAG_BENCHMARK: ",".join(benchmarks)})
+        parent = client.create_run(experiment_id, run_name=f"{preset['name']}-{bench}-{gid}",
+                                   tags={**tags, L.TAG_ROLE: L.ROLE_PARENT, L.TAG_BENCHMARK: bench})
         client.log_param(parent.info.run_id, "preset", preset["name"])
     else:
         client.update_run(parent.info.run_id, status="RUNNING")
     parent_id = parent.info.run_id
     existing = trial_runs(client, experiment_id, parent_id)
     finished = {k for k, r in existing.items() if r.info.status == "FINISHED"}
-    todo = [t for t in trials if t.key() not in finished]
     if search is None:
-        print(f"grid {gid}: {len(trials)} trials, {len(trials) - len(todo)} already finished, {len(todo)} to run "
-              f"(MLflow parent run {parent_id}, experiment {exp_name}, {args.tracking_uri})", flush=True)
-    print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
-          f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
-                                                  else "") + f"; checkpoints in {execution.storage_path}", flush=True)
-    refs = {"data": {name: [ray.put(b)] for name, b in data.items()}, "execution": execution.as_dict()}
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
+        todo = [t for t in trials if t.key() not in finished]
+        studies = [(None, todo, len(todo))] if todo else []
+        print(f"grid {gid} [{bench}]: {len(trials)} trials, {len(trials) - len(todo)} already finished, {len(todo)} "
+              f"to run (MLflow parent run {parent_id}, experiment {exp_name}, {args.tracking_uri})", flush=True)
+    else:
+        # one Optuna study per (benchmark, seed); on resume only the missing samples run (TPE restarts
+        # its model from scratch: finished samples are kept in MLflow, not fed back)
+        studies = []
+        for seed in seeds:
+            done_here = sum(1 for r in existing.values() if r.info.status == "FINISHED"
+                            and r.data.tags.get(L.TAG_SEED) == str(seed))
+            if num_samples - done_here > 0:
+                studies.append(((bench, seed), None, num_samples - done_here))
+        print(f"search {gid} [{bench}]: {len(seeds)} Optuna stud(ies) x {num_samples} samples, "
+              f"{sum(n for *_, n in studies)} to run (MLflow parent run {parent_id}, experiment {exp_name})",
+              flush=True)
 
     interrupted = False
     loggers = []
@@ -239,14 +271,10 @@ def run(args) -> int:
 
     old_term = signal.signal(signal.SIGTERM, handle_sigterm)
     try:
-        studies = [(None, todo)] if search is None else [((b, s), None) for b in benchmarks for s in seeds]
-        for study, todo_trials in studies:
-            if search is None and not todo_trials:
-                continue
-            total = len(todo_trials) if search is None else num_samples
+        for study, todo_trials, total in studies:
             logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
             loggers.append(logger)
-            run_config = tune.RunConfig(name=f"grid-{gid}" + (f"-{study[0]}-{study[1]}" if study else ""),
+            run_config = tune.RunConfig(name=f"grid-{gid}-{bench}" + (f"-seed{study[1]}" if study else ""),
                                         storage_path=execution.storage_path, callbacks=[logger], verbose=args.verbose,
                                         failure_config=tune.FailureConfig(max_failures=0))
             if search is None:
@@ -255,7 +283,7 @@ def run(args) -> int:
                                    tune_config=tune.TuneConfig(max_concurrent_trials=execution.max_concurrent),
                                    run_config=run_config)
             else:
-                tuner = _search_tuner(tune, trainable, search, study, preset, extra, num_samples, execution,
+                tuner = _search_tuner(tune, trainable, search, study, preset, extra, total, execution,
                                       run_config, args.seed_search)
             tuner.fit()
             existing = logger.existing
@@ -278,15 +306,14 @@ def run(args) -> int:
 
     done = sum(lg.done for lg in loggers)
     failed = sum(lg.failed for lg in loggers)
-    out_dir = args.report_dir
     try:
-        rep = build_report(client, [exp_name], out_dir=out_dir, parent_run_id=parent_id)
-        log_report_to_parent(client, parent_id, out_dir)
-        print(f"report: {Path(out_dir).resolve() / 'index.html'} ({len(rep.paths)} files)", flush=True)
+        rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id)
+        log_report_to_parent(client, parent_id, report_dir)
+        print(f"report: {Path(report_dir).resolve() / 'index.html'} ({len(rep.paths)} files)", flush=True)
     except ReportError as err:
         print(f"report: {err}", file=sys.stderr, flush=True)
     client.set_terminated(parent_id, status="FINISHED" if failed == 0 else "FAILED")
-    print(f"grid {gid}: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
+    print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
           f"mlflow ui --backend-store-uri {args.tracking_uri}", flush=True)
     return 0 if failed == 0 else 1
 
