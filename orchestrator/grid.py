@@ -287,6 +287,9 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
                                       run_config, args.seed_search)
             tuner.fit()
             existing = logger.existing
+            if logger.done + logger.failed < total:
+                # Tune catches Ctrl-C itself, stops its trials and returns normally: not a finished grid
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:

@@ -101,6 +101,7 @@ class S3Config:
     eval_batch_size: int = 256      # pruning is per batch, so eval results depend on this: fixed
     probe_l2: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)  # chosen on the validation split
     epoch_probe: bool = True        # a cheap p=1 validation probe after every epoch (for Tune)
+    probe_backend: str = "auto"     # auto (scikit-learn if installed) | sklearn | torch
     # --- execution ---
     device: str = "cpu"
     bf16: bool = False              # bf16 autocast on CUDA
@@ -150,6 +151,8 @@ class S3Config:
                 raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
         if not 0 <= self.aug_step_drop < 1:
             raise ConfigError(f"aug_step_drop must lie in [0, 1), got {self.aug_step_drop!r}")
+        if self.probe_backend not in ("auto", "sklearn", "torch"):
+            raise ConfigError(f"probe_backend must be auto, sklearn or torch, got {self.probe_backend!r}")
         if not self.probe_l2 or any(c < 0 for c in self.probe_l2):
             raise ConfigError(f"probe_l2 must be a non-empty list of numbers >= 0, got {self.probe_l2!r}")
         return self

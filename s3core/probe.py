@@ -59,16 +59,36 @@ def _predict(w: Tensor, x: Tensor) -> Tensor:
     return (x @ w[:-1] + w[-1]).argmax(1)
 
 
+def _sklearn_available() -> bool:
+    try:
+        import sklearn.linear_model  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def linear_probe(train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                 num_classes: int, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 100) -> ProbeResult:
+                 num_classes: int, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 100,
+                 backend: str = "auto") -> ProbeResult:
     """Fit on train for each L2 strength, keep the best on valid, report valid and test there.
+
+    The objective is mean cross-entropy + l2/2 * ||W||^2 (bias unpenalised) on train-standardised
+    features, whichever backend solves it.
 
     Args:
         train, valid, test: (features (N, d), labels (N,)) on the CPU or any device.
         num_classes: C. l2_grid: candidate L2 strengths (largest first is fastest: warm starts).
+        backend: "sklearn" (scikit-learn's lbfgs; measured 2.4-16x faster at our sizes, see
+            bench/RESULTS.md), "torch" (full-batch L-BFGS in float64), or "auto" (sklearn if installed).
     Returns:
         ProbeResult. Ties on validation accuracy go to the stronger regularisation.
     """
+    if backend == "auto":
+        backend = "sklearn" if _sklearn_available() else "torch"
+    if backend == "sklearn":
+        return _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter)
+    if backend != "torch":
+        raise ValueError(f"probe backend must be auto, sklearn or torch, got {backend!r}")
     x_tr = train[0].detach().double()
     mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
     norm = lambda x: (x.detach().double() - mean) / std  # noqa: E731 - standardise with train stats
@@ -85,4 +105,38 @@ def linear_probe(train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], tes
             best = ProbeResult(valid_acc=key[0], test_acc=accuracy(te_pred, y_te), valid_f1=key[1],
                                test_f1=macro_f1(te_pred, y_te, num_classes), l2=float(l2),
                                train_acc=accuracy(_predict(w, x_tr), y_tr))
+    return best
+
+
+def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeResult:
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    def np_(t):
+        return t.detach().cpu().double().numpy()
+
+    x_tr, x_va, x_te = np_(train[0]), np_(valid[0]), np_(test[0])
+    mean, std = x_tr.mean(0), np.maximum(x_tr.std(0, ddof=1) if len(x_tr) > 1 else 1.0, 1e-6)
+    x_tr, x_va, x_te = (x_tr - mean) / std, (x_va - mean) / std, (x_te - mean) / std
+    y_tr, y_va, y_te = (t.detach().cpu().long() for t in (train[1], valid[1], test[1]))
+    n = len(x_tr)
+    clf = LogisticRegression(max_iter=max_iter, warm_start=True, tol=1e-6)
+    best, best_key = None, None
+    for l2 in sorted(l2_grid, reverse=True):
+        # sklearn minimises 1/2 ||w||^2 + C * sum(loss): C = 1 / (n * l2) gives our mean-loss objective
+        clf.set_params(C=1.0 / (n * max(float(l2), 1e-12)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x_tr, y_tr.numpy())
+        va_pred = torch.from_numpy(clf.predict(x_va))
+        key = (accuracy(va_pred, y_va), macro_f1(va_pred, y_va, num_classes))
+        if best_key is None or key > best_key:
+            te_pred = torch.from_numpy(clf.predict(x_te))
+            best_key = key
+            best = ProbeResult(valid_acc=key[0], test_acc=accuracy(te_pred, y_te), valid_f1=key[1],
+                               test_f1=macro_f1(te_pred, y_te, num_classes), l2=float(l2),
+                               train_acc=accuracy(torch.from_numpy(clf.predict(x_tr)), y_tr))
     return best

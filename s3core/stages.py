@@ -97,7 +97,8 @@ def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
     ac = autocast_for(cfg)
     tr = embed(model, data, "train", 1.0, cfg.eval_batch_size, ac)[:2]
     va = embed(model, data, "valid", 1.0, cfg.eval_batch_size, ac)[:2]
-    return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50).valid_acc
+    return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50,
+                        backend=cfg.probe_backend).valid_acc
 
 
 def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Config, *, loss_fn,
@@ -202,7 +203,7 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
         t0 = time.perf_counter()
         tr, va, te = (embed(model, data, s, p, cfg.eval_batch_size, ac) for s in ("train", "valid", "test"))
         embed_s = time.perf_counter() - t0
-        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2)
+        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend)
         curve.append({"keep_ratio": float(p), "valid_acc": res.valid_acc, "test_acc": res.test_acc,
                       "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
                       "kept_fraction": te[2], "embed_s": embed_s})
