@@ -86,8 +86,40 @@ def run_child(module: str, args: dict, timeout: float = 900) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: write 5 to /proc/self/clear_refs resets VmHWM), so
+    the peak read next is that of the code that runs after this call, not of the imports."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib() -> float:
+    """Current resident set size (VmRSS), MiB; falls back to the peak where /proc is missing."""
+    v = _status_kib("VmRSS")
+    return v / 1024 if v is not None else maxrss_mib()
+
+
 def maxrss_mib() -> float:
-    """This process's peak resident set size so far (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident set size since start or the last reset_peak_rss() (VmHWM);
+    ru_maxrss (KiB on Linux, never reset) where /proc is missing."""
+    v = _status_kib("VmHWM")
+    if v is not None:
+        return v / 1024
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -63,12 +63,13 @@ def child(a: dict) -> dict:
     """One measured action in a fresh process: time and growth of peak RSS over the post-import peak."""
     import numpy as np  # noqa: F401  (imports are not measured)
 
-    from bench.common import maxrss_mib
+    from bench.common import maxrss_mib, reset_peak_rss, rss_mib
     from s3core.data import load_multibench, safe_load_pickle
     action = a["case"]
     if action == "write":
         return _write(a)
-    base = maxrss_mib()
+    reset_peak_rss()
+    base = rss_mib()
     t0 = time.perf_counter()
     if action == "safe_load":
         obj = safe_load_pickle(a["path"])

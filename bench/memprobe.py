@@ -1,8 +1,8 @@
 """Child process for peak-memory measurement: `python -m bench.memprobe '<json>'`.
 
-Prints one JSON line. For the FFN case it reports the growth of this process's peak RSS
-(ru_maxrss) during one forward + backward, over the peak reached after setup (imports, module,
-input tensor and one untimed forward + backward at a tiny size to load the kernels). This is
+Prints one JSON line. For the FFN case it reports the peak RSS during one forward + backward
+(VmHWM, reset just before the step via /proc/self/clear_refs) minus the RSS just before it (after
+imports, module, input tensor and one untimed forward + backward at a tiny size). This is
 what the step adds on top of the model and its input: activations saved for backward, temporary
 buffers and gradients, as the OS sees it (glibc may keep freed memory mapped, so it is an upper
 bound of the live tensors' peak).
@@ -17,13 +17,14 @@ import time
 def _ffn(a: dict) -> dict:
     import torch
     torch.set_num_threads(int(a["threads"]))
-    from bench.common import maxrss_mib
+    from bench.common import maxrss_mib, reset_peak_rss, rss_mib
     from bench.moe_bench import _fwd_bwd, _inputs, _make
     m = _make(a["kind"], a["d_model"], a["d_ff"], a["chi"], a["rho"])
     _fwd_bwd(m, _inputs(a["d_model"], 64, 8))()       # kernels and lazy state, at a tiny size
     x = _inputs(a["d_model"], a["tokens"], a["seq"])
     step = _fwd_bwd(m, x)
-    base = maxrss_mib()
+    reset_peak_rss()
+    base = rss_mib()
     t0 = time.perf_counter()
     step()
     dt = time.perf_counter() - t0

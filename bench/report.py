@@ -51,8 +51,8 @@ def _moe(rows: list[dict], gpu: bool) -> list[str]:
         mem = [r for r in rs if r["memory"]]
         if mem:
             kinds = list(mem[0]["memory"])
-            L += ["Peak memory of one forward + backward (MiB): growth of the process's peak RSS "
-                  "(`ru_maxrss`) over its peak after setup, one fresh subprocess per cell (so it counts "
+            L += ["Peak memory of one forward + backward (MiB): the process's peak RSS during the step "
+                  "(VmHWM, reset just before it) minus its RSS just before it, one fresh subprocess per cell (so it counts "
                   "saved activations, temporaries and gradients as the OS sees them; an upper bound "
                   "of live tensor memory, since the allocator may keep freed pages).", "",
                   "| chi | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
