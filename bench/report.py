@@ -5,11 +5,13 @@ import os
 
 from .common import fmt_ms, fmt_ratio
 from .orchestration import PENDING
+from .probe_bench import probe_report
 
 TITLES = {"moe": "1. MoE FFN vs dense FFN (forward + backward)",
           "pruning": "2. Pruning buys speed: inference time vs keep-ratio p",
           "data": "3. Data: MultiBench pickle vs the Arrow cache",
-          "orchestration": "4. Orchestration overhead"}
+          "orchestration": "4. Orchestration overhead",
+          "probe": "5. Linear probe backend: torch L-BFGS vs scikit-learn"}
 CPU_TARGET, GPU_TARGET, PRUNE_TARGET, CACHE_TARGET = 1.5, 1.3, 0.6, 10.0
 
 
@@ -160,7 +162,7 @@ def write_report(res: dict, out: str) -> None:
             L += [f"_Not run in this invocation (sections run: {', '.join(res['sections_run'])})._", ""]
             continue
         L += {"moe": lambda: _moe(res["moe"], gpu), "pruning": lambda: _pruning(res["pruning"]),
-              "data": lambda: _data(res["data"])}[sec]()
+              "data": lambda: _data(res["data"]), "probe": lambda: probe_report(res["probe"])}[sec]()
     L += ["## What changed in s3core/moe.py", "",
           "New dispatch `fused` (added to `DISPATCHES`; `auto` now picks it on the CPU, `grouped_mm` on CUDA): "
           "one `torch.autograd.Function` with a hand-written backward that runs expert by expert - gather the "

@@ -10,7 +10,7 @@ import time
 
 from .common import load_average, machine_info
 
-SECTIONS = ("moe", "pruning", "data", "orchestration")
+SECTIONS = ("moe", "pruning", "data", "orchestration", "probe")
 KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 MULTIBENCH = {"name": "MultiBench-like", "d_model": 128, "d_ff": 512, "tokens": 320 * 50, "seq": 50}
 LARGE = {"name": "larger", "d_model": 256, "d_ff": 1024, "tokens": 640 * 50, "seq": 50}
@@ -21,15 +21,18 @@ PROFILES = {
                          chis=(2, 8), rounds=2, loop_rounds=1, memory="one"),
              "pruning": dict(keep_ratios=(1.0, 0.5, 0.1), d_model=16, d_ff=32, chi=4, rho=2, tokens=128,
                              seq=8, input_dim=6, n_layers=1, rounds=2),
-             "data": dict(total_samples=60, repeats=1, cache_repeats=1)},
+             "data": dict(total_samples=60, repeats=1, cache_repeats=1),
+             "probe": dict(sizes=((200, 16),), rounds=1)},
     "quick": {"moe": dict(sizes=[MULTIBENCH], chis=(2, 4, 8), rounds=3, loop_rounds=2, memory="last"),
               "pruning": dict(keep_ratios=KEEP_RATIOS, d_model=128, d_ff=512, chi=8, rho=4, tokens=16000,
                               seq=50, input_dim=300, n_layers=2, rounds=3),
-              "data": dict(total_samples=2000, repeats=1)},
+              "data": dict(total_samples=2000, repeats=1),
+              "probe": dict(sizes=((2000, 128),), rounds=2)},
     "full": {"moe": dict(sizes=[MULTIBENCH, LARGE], chis=(2, 4, 8), rounds=7, loop_rounds=3, memory="all"),
              "pruning": dict(keep_ratios=KEEP_RATIOS, d_model=128, d_ff=512, chi=8, rho=4, tokens=16000,
                              seq=50, input_dim=300, n_layers=2, rounds=7),
-             "data": dict(total_samples=22856, repeats=2)},
+             "data": dict(total_samples=22856, repeats=2),
+             "probe": dict(sizes=((2000, 128), (16000, 256), (16000, 384)), rounds=3)},
 }
 
 
@@ -39,6 +42,7 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
     from .data_bench import bench_data
     from .moe_bench import bench_moe_vs_dense, bench_pruning
     from .orchestration import bench_orchestration
+    from .probe_bench import bench_probe
     from .report import write_report
     cfg = PROFILES[profile]
     only = tuple(only) if only else SECTIONS
@@ -58,6 +62,8 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
             res["pruning"] = bench_pruning(**cfg["pruning"])
         elif sec == "data":
             res["data"] = bench_data(tmp_root=tmp_root, **cfg["data"])
+        elif sec == "probe":
+            res["probe"] = bench_probe(**cfg["probe"])
         else:
             res["orchestration"] = bench_orchestration(quick=profile != "full")
         timings[sec] = time.perf_counter() - s0
