@@ -34,6 +34,7 @@ class Execution:
     max_concurrent: int
     storage_path: str
     max_failures: int
+    grid_id: str = ""              # scopes each trial's Ray Train run (and its checkpoints) to its grid
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,10 +68,31 @@ def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: di
     return trials
 
 
-def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, search_samples) -> str:
+def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, search_samples,
+            data_fingerprints: dict | None = None) -> str:
+    """Identifies a grid: the same flags on the same data give the same id (that is what --resume
+    finds); other data (another synthetic label, another file) give another id, so checkpoints
+    and MLflow runs of one never stand in for the other."""
     canon = json.dumps({"preset": preset_name, "benchmarks": list(benchmarks), "seeds": list(seeds),
-                        "extra": extra, "synthetic": synthetic, "samples": search_samples}, sort_keys=True)
+                        "extra": extra, "synthetic": synthetic, "samples": search_samples,
+                        "data": data_fingerprints or {}}, sort_keys=True, default=str)
     return hashlib.sha1(canon.encode()).hexdigest()[:12]
+
+
+def data_fingerprint(bench) -> str:
+    """A cheap content hash of a Benchmark: every label, every shape, and a strided sample of rows."""
+    import numpy as np
+
+    h = hashlib.sha1()
+    h.update(json.dumps([bench.name, list(bench.modalities), bench.num_classes]).encode())
+    for split_name in sorted(bench.splits):
+        split = bench.splits[split_name]
+        h.update(np.ascontiguousarray(split.labels).tobytes())
+        for m in bench.modalities:
+            x = split.features[m]
+            h.update(str(x.shape).encode())
+            h.update(np.ascontiguousarray(x[:: max(1, len(x) // 64)]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_resources(execution: Execution, cluster: dict) -> None:
@@ -201,7 +223,9 @@ def run(args) -> int:
     check_resources(execution, ray.cluster_resources())
 
     gid = grid_id(preset["name"], benchmarks, seeds, {**extra, "__grid__": args.grid or {}},
-                  {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples)
+                  {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples,
+                  {name: data_fingerprint(b) for name, b in data.items()})
+    execution.grid_id = gid
     print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)

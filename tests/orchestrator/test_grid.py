@@ -160,3 +160,36 @@ def test_optuna_search_preset_end_to_end(tmp_path, grid_runner):
         # the objective is validation accuracy at the validation-chosen p
         curve = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "valid_acc")}
         assert r.data.metrics["best_valid_acc"] == pytest.approx(max(curve.values()))
+
+
+def test_grid_id_and_data_fingerprint_follow_the_data():
+    from orchestrator.grid import data_fingerprint, grid_id
+    from s3core.data import SyntheticConfig, make_synthetic
+
+    small = dict(n_train=64, n_valid=32, n_test=32, seq_len=4)
+    unique = data_fingerprint(make_synthetic(SyntheticConfig(label="unique", **small)))
+    assert unique == data_fingerprint(make_synthetic(SyntheticConfig(label="unique", **small)))
+    shared = data_fingerprint(make_synthetic(SyntheticConfig(label="shared", **small)))
+    assert unique != shared
+    assert data_fingerprint(make_synthetic(SyntheticConfig(label="unique", seed=1, **small))) != unique
+    args = ("smoke", ["synthetic"], [0], {}, {}, None)
+    assert grid_id(*args, {"synthetic": unique}) == grid_id(*args, {"synthetic": unique})
+    assert grid_id(*args, {"synthetic": unique}) != grid_id(*args, {"synthetic": shared})
+
+
+@pytest.mark.slow
+def test_a_grid_on_other_data_never_reuses_another_grids_checkpoints(tmp_path, grid_runner):
+    """Regression: Ray Train runs were named by the trial config alone, so a grid on another
+    synthetic label replayed the first grid's finished checkpoints instead of training."""
+    curves = {}
+    for label in ("unique", "shared"):
+        proc = grid_runner(tmp_path, "--preset", "smoke", "--synthetic", f"label={label}", "--experiment",
+                           f"s3-{label}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(f"s3-{label}")
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_METHOD}` = 's3'")
+        assert len(runs) == 1
+        curves[label] = [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "valid_acc")]
+        assert len(curves[label]) == 10
+    assert curves["unique"] != curves["shared"]
