@@ -80,8 +80,8 @@ PAPER_CHI = (2, 4, 8)
 
 
 def normalise_benchmark(name: str) -> str:
-    """'UR-FUNNY', 'ur_funny', 'urfunny' -> 'urfunny'."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """'UR-FUNNY', 'ur_funny', 'urfunny', 'urfunny [my-experiment]' -> 'urfunny'."""
+    return re.sub(r"[^a-z0-9]", "", name.split(" [", 1)[0].lower())
 
 
 def paper_numbers_for(benchmark: str) -> tuple[PaperNumber, ...]:

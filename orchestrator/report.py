@@ -105,7 +105,8 @@ def _check_sqlite_exists(uri: str) -> None:
         return
     path = uri[len("sqlite:///"):].split("?", 1)[0]
     if path and path != ":memory:" and not os.path.exists(path):
-        raise ReportError(f"no MLflow store at {path} (tracking URI {uri})")
+        raise ReportError(f"no MLflow store at {path} (tracking URI {uri}); pass --tracking-uri of the store "
+                          "run_grid.py wrote (sqlite:////abs/path/mlflow.db)")
 
 
 def _first_line(error: BaseException) -> str:
@@ -139,7 +140,8 @@ def _resolve_experiments(client, experiment_names: Sequence[str] | None,
     except Exception as error:  # connection refused, bad URI, bad run id...
         raise ReportError(f"cannot read the MLflow store: {_first_line(error)}") from error
     if not experiments:
-        raise ReportError(f"no experiments named {EXPERIMENT_PREFIX}* in the store")
+        raise ReportError(f"no experiments named {EXPERIMENT_PREFIX}* in the store; run run_grid.py into it "
+                          "first, or pass --tracking-uri / --experiment of the store that holds the trials")
     return sorted(experiments, key=lambda e: e.name)
 
 
@@ -168,6 +170,10 @@ def _trial_info(run, experiment_name: str) -> dict:
     tags, params = run.data.tags, run.data.params
     benchmark = (tags.get(TAG_BENCHMARK) or params.get("benchmark")
                  or experiment_name.removeprefix(EXPERIMENT_PREFIX))
+    if experiment_name != EXPERIMENT_PREFIX + benchmark:
+        # a named experiment is its own section: two experiments on one benchmark (say, two
+        # synthetic labels) hold different data and must not be averaged together
+        benchmark = f"{benchmark} [{experiment_name}]"
     method = tags.get(TAG_METHOD) or params.get("method") or "?"
     config = tuple(sorted((k, v) for k, v in params.items() if k not in CONFIG_IGNORED_PARAMS))
     config += (("preset", tags.get(TAG_PRESET, "")), ("method", method))
@@ -710,7 +716,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def main(argv: Iterable[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.log_to_parent and not args.parent_run_id:
-        print("report: error: --log-to-parent needs --parent-run-id", file=sys.stderr)
+        print("error: report: --log-to-parent needs --parent-run-id", file=sys.stderr)
         return 2
     uri = args.tracking_uri or default_tracking_uri()
     # Fail fast on an unreachable server instead of MLflow's minutes of retries.
@@ -727,7 +733,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.log_to_parent:
             log_report_to_parent(client, args.parent_run_id, args.out)
     except ReportError as error:
-        print(f"report: error: {error}", file=sys.stderr)
+        print(f"error: report: {' '.join(str(error).split())}", file=sys.stderr)  # one line, as run_grid.py
         return 2
     print(f"report: {len(result.table)} table row(s), {result.counts.get(FINISHED, 0)} finished / "
           f"{result.counts.get(FAILED, 0)} failed / {result.counts.get(RUNNING, 0)} running "

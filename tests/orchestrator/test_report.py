@@ -246,3 +246,19 @@ def test_missing_experiment_or_no_finished_trial_is_an_error(store, tmp_path):
     with pytest.raises(ReportError, match="no finished trials"):
         build_report(client, ["pending"], tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_two_named_experiments_on_one_benchmark_are_separate_sections(tmp_path):
+    """Different data (say two synthetic labels) on the same benchmark must never be averaged."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name, top in (("labelA", 0.9), ("labelB", 0.6)):
+        exp = client.create_experiment(name)
+        parent = client.create_run(exp, tags={layout.TAG_ROLE: layout.ROLE_PARENT}).info.run_id
+        for seed in (0, 1):
+            curve = {p: top for p in (1.0, 0.5)}
+            log_trial_run(client, exp, parent, method="s3", seed=seed, chi=4, valid_acc=curve, test_acc=curve)
+    res = build_report(client, ["labelA", "labelB"], out_dir=str(tmp_path / "out"))
+    by_section = {r["benchmark"]: r for r in res.table}
+    assert len(by_section) == 2, by_section.keys()
+    means = sorted(c["test_acc_mean"] for c in res.configs)
+    assert means == pytest.approx([60.0, 90.0])    # percent; not one section averaging to 75
