@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
     g.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="0 = CPU; a fraction (0.25) packs trials on a GPU; N > 1 = N DDP workers, one GPU each")
+    g.add_argument("--executor", default="train", choices=["train", "direct"],
+                   help="train: each trial is a Ray Train TorchTrainer (DDP, several GPUs); direct: the trial "
+                        "runs in its Tune function, no worker group (much less start-up for small trials)")
     g.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (CPU DDP)")
     g.add_argument("--cpus-per-worker", type=float, default=None, help="CPU per Ray Train worker (default: the "
                                                                       "CPUs shared among concurrent trials)")

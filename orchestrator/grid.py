@@ -119,6 +119,9 @@ def plan_execution(args, cluster: dict) -> Execution:
         workers, gpus_per_worker = int(gpus), 1.0
     else:
         workers, gpus_per_worker = args.workers_per_trial, gpus
+    if getattr(args, "executor", "train") == "direct" and workers > 1:
+        raise GridError(f"--executor direct runs one process per trial; use --executor train for "
+                        f"{workers} workers per trial (DDP)")
     if args.max_concurrent:
         concurrent = args.max_concurrent
     elif gpus_per_worker > 0:
@@ -230,7 +233,13 @@ def run(args) -> int:
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
     refs = {"data": {name: [ray.put(b)] for name, b in data.items()}, "execution": execution.as_dict()}
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
+    if args.executor == "direct":
+        from orchestrator.direct import tune_trial_direct
+        resources = {"cpu": execution.cpus_per_worker, "gpu": execution.gpus_per_worker}
+        trainable = tune.with_resources(tune.with_parameters(tune_trial_direct, data_refs=refs), resources)
+    else:
+        # the Tune function only drives a TorchTrainer, whose workers hold the real resources
+        trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
     job = dict(args=args, preset=preset, seeds=seeds, extra=extra, search=search, num_samples=num_samples,
                execution=execution, client=client, gid=gid, trainable=trainable)
     codes = []
@@ -300,7 +309,9 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
             loggers.append(logger)
             run_config = tune.RunConfig(name=f"grid-{gid}-{bench}" + (f"-seed{study[1]}" if study else ""),
                                         storage_path=execution.storage_path, callbacks=[logger], verbose=args.verbose,
-                                        failure_config=tune.FailureConfig(max_failures=0))
+                                        # train: Ray Train retries inside the trial; direct: Tune does
+                                        failure_config=tune.FailureConfig(
+                                            max_failures=execution.max_failures if args.executor == "direct" else 0))
             if search is None:
                 tuner = tune.Tuner(trainable,
                                    param_space={"spec": tune.grid_search([t.to_dict() for t in todo_trials])},

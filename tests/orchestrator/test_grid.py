@@ -16,6 +16,7 @@ class Args:
         self.cpus_per_worker = None
         self.storage_path = "/tmp/x"
         self.max_failures = 2
+        self.executor = "train"
         self.__dict__.update(kw)
 
 
@@ -132,6 +133,17 @@ def test_smoke_grid_end_to_end_one_worker(tmp_path, grid_runner):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[2/2] done" in proc.stdout
     _check_store(tmp_path, expect_trials=2, workers=1)
+
+
+def test_smoke_grid_end_to_end_direct_executor(tmp_path, grid_runner):
+    proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "direct")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check_store(tmp_path, expect_trials=2, workers=1)
+
+
+def test_direct_executor_refuses_several_workers():
+    with pytest.raises(GridError, match="executor train"):
+        plan_execution(Args(executor="direct", workers_per_trial=2), {"CPU": 2.0})
 
 
 @pytest.mark.slow

@@ -1,0 +1,70 @@
+"""`--executor direct`: a trial runs inside its Tune function, without a Ray Train worker group.
+
+Ray Train starts a controller and a worker group per trial (about 15-20 s on a 2-core machine,
+bench/RESULTS.md section 4): right for DDP over several GPUs, heavy for the many small
+single-device trials of a grid. Here the Tune function itself runs s3core, reports every epoch
+with `ray.tune.report(..., checkpoint=ray.tune.Checkpoint)`, and resumes from
+`ray.tune.get_checkpoint()` when Tune's FailureConfig restarts it. The MLflow side is the same.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+from orchestrator.trial import CHECKPOINT_FILE, TrialSpec, load_checkpoint_state
+
+
+def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
+    import ray
+    from ray import tune
+
+    from s3core.config import ConfigError
+    from s3core.data.base import DataError
+    from s3core.pipeline import checkpoint_state, run_trial
+    from s3core.stages import DivergenceError
+
+    spec = TrialSpec.from_config(config)
+    execution = data_refs["execution"]
+    torch.set_num_threads(max(1, int(execution["cpus_per_worker"])))
+    device = "cuda" if execution["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
+    cfg = spec.s3_config(device=device)
+    bench = ray.get(data_refs["data"][spec.benchmark][0])
+
+    def report(metrics: dict, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = os.path.join(d, CHECKPOINT_FILE + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, os.path.join(d, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint_state(d)
+    if resume is not None and "final" in resume:
+        tune.report({**resume["final"], "kind": "done"})
+        return
+    if resume is not None and "failed" in resume:
+        raise RuntimeError(resume["failed"]["reason"])
+
+    def on_epoch(ev):
+        metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
+                   "global_epoch": len(ev.history) - 1, **ev.metrics}
+        metrics["objective"] = metrics.get("valid_acc", 0.0)
+        report(metrics, checkpoint_state(ev))
+
+    try:
+        result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
+    except (DivergenceError, ConfigError, DataError) as err:
+        # deterministic: a retry would only repeat it, so the checkpoint remembers the failure
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
+        report({"kind": "failed", "reason": reason}, {"failed": {"reason": reason}})
+        raise
+    final = {"kind": "done", "curve_json": json.dumps(result.curve), "history_len": len(result.history),
+             "trial_seconds": result.seconds, **result.summary}
+    final["objective"] = result.summary["best_valid_acc"]
+    report(final, {"final": final})
