@@ -149,11 +149,10 @@ def write_report(res: dict, out: str) -> None:
         if sec == "orchestration":
             o = res.get("orchestration")
             if o is None or o.get("pending"):
-                L += [f"**{PENDING}.** No figures: `bench/orchestration.py::bench_orchestration` is a stub "
-                      "for the lead to fill (Ray/Tune start-up, per-trial overhead, trials vs the same "
-                      "work in-process).", ""]
+                L += [f"_{(o or {}).get('pending', PENDING)}._", ""]
             else:
-                L += ["| what | seconds | ratio |", "|---|---|---|"]
+                L += ["Ratios are to the in-process sequential time of the same trials, in the same invocation.", "",
+                      "| what | seconds | ratio |", "|---|---|---|"]
                 L += [f"| {r['what']} | {r['seconds']:.2f} | {'' if r.get('ratio') is None else fmt_ratio(r['ratio'])} |"
                       for r in o.get("rows", [])]
                 L += [f"- {n}" for n in o.get("notes", [])] + [""]

@@ -65,7 +65,7 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
         elif sec == "probe":
             res["probe"] = bench_probe(**cfg["probe"])
         else:
-            res["orchestration"] = bench_orchestration(quick=profile != "full")
+            res["orchestration"] = bench_orchestration(quick=profile != "full", profile=profile)
         timings[sec] = time.perf_counter() - s0
         log(f"[bench] {sec} done in {timings[sec]:.0f} s")
     res["section_seconds"] = timings

@@ -28,7 +28,7 @@ def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
 
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]
-    torch.set_num_threads(max(1, int(execution["cpus_per_worker"])))
+    torch.set_num_threads(max(1, round(execution["cpus_per_worker"])))  # 1.98 CPUs -> 2 threads
     device = "cuda" if execution["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
     cfg = spec.s3_config(device=device)
     bench = ray.get(data_refs["data"][spec.benchmark][0])

@@ -16,7 +16,6 @@ def test_tiny_profile_writes_every_section(tmp_path):
     text = out.read_text()
     for sec in SECTIONS:
         assert f"## {TITLES[sec]}" in text
-    assert "pending: needs the orchestrator" in text
     assert "Command: `pytest smoke`" in text and "Date:" in text and "torch" in text and "cpu:" in text
     assert "not measured: no GPU" in text or "GPU rows" in text
     # section 1: every dispatch and the dense reference were timed, memory was probed in a subprocess
@@ -31,7 +30,7 @@ def test_tiny_profile_writes_every_section(tmp_path):
     assert set(res["data"]["loads"]) == {"safe_load", "pickle_load", "cache_load", "cache_load_touch"}
     assert res["data"]["write"]["bytes"] > 0 and res["data"]["cache_bytes"] > 0
     assert not [n for n in os.listdir(tmp_path) if n.startswith("s3bench-data-")]
-    assert res["orchestration"] == {"pending": "pending: needs the orchestrator"}
+    assert "tiny profile" in res["orchestration"]["pending"]   # it starts Ray several times: --quick runs it
     # section 5: both probe backends timed on the same data
     assert res["probe"]["rows"] and {"torch_s", "sklearn_s", "ratio"} <= set(res["probe"]["rows"][0])
 
