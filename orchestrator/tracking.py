@@ -253,5 +253,6 @@ def failure_reason(trial) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if "Error:" in ln or "Exception:" in ln:
-            return ln.split("ray.exceptions.")[-1][:500]
+            # trial.ApplicationError only carries the worker's own error ("DivergenceError: ..."): show that
+            return ln.split("ray.exceptions.")[-1].split("ApplicationError: ", 1)[-1][:500]
     return lines[-1][:500] if lines else "trial failed (no error text from Ray)"

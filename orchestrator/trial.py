@@ -60,6 +60,20 @@ class TrialSpec:
         return dataclasses.asdict(self)
 
 
+class ApplicationError(RuntimeError):
+    """A trial stopped by a deterministic error of its own (DivergenceError, ConfigError, DataError):
+    reported once by the worker instead of being retried by Ray Train's FailureConfig."""
+
+
+def application_error_types() -> tuple[type, ...]:
+    """Errors a retry from the last checkpoint would only repeat; FailureConfig retries the rest
+    (a killed worker, a lost node)."""
+    from s3core.config import ConfigError
+    from s3core.data.base import DataError
+    from s3core.stages import DivergenceError
+    return (DivergenceError, ConfigError, DataError)
+
+
 def load_checkpoint_state(directory: str) -> dict:
     # weights_only: a checkpoint is data; loading one must never run code
     return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
@@ -80,6 +94,8 @@ def train_loop_per_worker(config: dict) -> None:
     if torch.cuda.is_available() and config.get("use_gpu"):
         device = str(ray.train.torch.get_device())
     cfg = spec.s3_config(device=device)
+    if config.get("threads"):
+        torch.set_num_threads(config["threads"])  # Ray sets OMP_NUM_THREADS=1 for fractional CPUs
     bench = ray.get(config["data_ref"][0])       # zero-copy from this node's object store
 
     resume = None
@@ -103,6 +119,9 @@ def train_loop_per_worker(config: dict) -> None:
     if resume is not None and "final" in resume:
         report(resume["final"], resume)  # finished before the restart: report again, compute nothing
         return
+    if resume is not None and "failed" in resume:
+        report(resume["failed"], resume)  # failed deterministically before the restart: fail again
+        return
 
     def on_epoch(ev):
         metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
@@ -110,7 +129,15 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["objective"] = metrics.get("valid_acc", 0.0)
         report(metrics, checkpoint_state(ev))
 
-    result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
+    try:
+        result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
+    except application_error_types() as err:
+        # Deterministic (same config, same seed, same checkpoint -> same error): Ray Train's
+        # FailureConfig would retry it max_failures times for nothing. Report it as the trial's
+        # last result instead; tune_trial raises ApplicationError from it, once.
+        failed = {"kind": "failed", "reason": f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]}
+        report(failed, {"failed": failed})
+        return
     final = {"kind": "final", "curve_json": json.dumps(result.curve), "history_len": len(result.history),
              "trial_seconds": result.seconds, **result.summary}
     final["objective"] = result.summary["best_valid_acc"]
@@ -135,11 +162,12 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec.to_dict(), "data_ref": data_refs["data"][spec.benchmark],
-                           "use_gpu": use_gpu},
+                           "use_gpu": use_gpu, "threads": max(1, round(execution["cpus_per_worker"]))},
         scaling_config=ray.train.ScalingConfig(num_workers=execution["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
-            name=f"trial-{spec.key()}", storage_path=execution["storage_path"],
+            # scoped by the grid id: a trial of the same config on other data must not find this checkpoint
+            name=f"trial-{execution['grid_id']}-{spec.key()}", storage_path=execution["storage_path"],
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=execution["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -149,6 +177,8 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     if result.error is not None:
         raise result.error
     final = dict(result.metrics or {})
+    if final.get("kind") == "failed":
+        raise ApplicationError(final.get("reason", "application error"))
     if final.get("kind") != "final":
         raise RuntimeError(f"trial {spec.short()} ended without its final curve")
     tune.report({**final, "kind": "done"})

@@ -6,7 +6,6 @@ none for it). On top: shell commands are whole (a stray `#` in a plain YAML scal
 command), the MLflow server and tracking URI agree, and every run_grid.py flag used exists.
 """
 
-import json
 import re
 import shlex
 import subprocess
@@ -16,13 +15,14 @@ import jsonschema
 import pytest
 import ray
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
+
+# shared with `python -m orchestrator.check_cluster FILE` (the CLI users run)
+from orchestrator.check_cluster import RAYJOB_SCHEMA, validate_launcher_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTERS_DIR = REPO_ROOT / "clusters"
 CLUSTER_FILES = sorted(CLUSTERS_DIR.glob("*.yaml"))
 LAUNCHER_FILES = ["gpu.yaml", "local.yaml"]
-RAY_SCHEMA_PATH = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
 
 # run_grid.py's command line (keep in sync with its argparse parser).
 RUN_GRID_FLAGS = {
@@ -52,111 +52,8 @@ COMMAND_KEYS = (
 DANGLING_SHELL_END = re.compile(r"(\|\||&&|\||\\|;|\(|\{|<|>|=)\s*$")
 MLFLOW_PORT = 5000
 
-# Ray ships no schema for the RayJob custom resource: this one pins what our file relies on.
-GPU_LIMITS_SCHEMA = {
-    "type": "object",
-    "required": ["nvidia.com/gpu"],
-    "properties": {"nvidia.com/gpu": {"type": ["string", "integer"], "pattern": "^[1-9][0-9]*$"}},
-}
-CONTAINER_SCHEMA = {
-    "type": "object",
-    "required": ["name", "image"],
-    "properties": {"name": {"type": "string"}, "image": {"type": "string", "minLength": 1}},
-}
-POD_TEMPLATE_SCHEMA = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
-            "properties": {"containers": {"type": "array", "minItems": 1, "items": CONTAINER_SCHEMA}},
-        }
-    },
-}
-GPU_POD_TEMPLATE_SCHEMA = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
-            "properties": {
-                "containers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "allOf": [
-                            CONTAINER_SCHEMA,
-                            {
-                                "type": "object",
-                                "required": ["resources"],
-                                "properties": {
-                                    "resources": {
-                                        "type": "object",
-                                        "required": ["limits"],
-                                        "properties": {"limits": GPU_LIMITS_SCHEMA},
-                                    }
-                                },
-                            },
-                        ]
-                    },
-                }
-            },
-        }
-    },
-}
-RAYJOB_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "ray.io/v1"},
-        "kind": {"const": "RayJob"},
-        "metadata": {"type": "object", "required": ["name"]},
-        "spec": {
-            "type": "object",
-            "required": ["entrypoint", "rayClusterSpec"],
-            "properties": {
-                "entrypoint": {"type": "string", "pattern": "run_grid\\.py"},
-                "runtimeEnvYAML": {"type": "string"},
-                "rayClusterSpec": {
-                    "type": "object",
-                    "required": ["headGroupSpec", "workerGroupSpecs"],
-                    "properties": {
-                        "headGroupSpec": {
-                            "type": "object",
-                            "required": ["rayStartParams", "template"],
-                            "properties": {"template": POD_TEMPLATE_SCHEMA},
-                        },
-                        "workerGroupSpecs": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["groupName", "replicas", "rayStartParams", "template"],
-                                "properties": {
-                                    "groupName": {"type": "string"},
-                                    "replicas": {"type": "integer", "minimum": 0},
-                                    "template": GPU_POD_TEMPLATE_SCHEMA,
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
-
 def load_cluster_file(name):
     return yaml.safe_load((CLUSTERS_DIR / name).read_text())
-
-
-def validate_launcher_config(config):
-    """What `ray up` does to a launcher file: Ray's JSON schema, then prepare + validate."""
-    jsonschema.validate(config, json.loads(RAY_SCHEMA_PATH.read_text()))
-    validate_config(prepare_config(config))
 
 
 def shell_commands(config):

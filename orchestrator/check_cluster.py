@@ -1,0 +1,197 @@
+"""Validate a Ray cluster file before `ray up` / `kubectl apply` sees it.
+
+    python -m orchestrator.check_cluster clusters/gpu.yaml
+
+Launcher files (gpu.yaml, local.yaml) are checked against Ray's own JSON schema
+(ray/autoscaler/ray-schema.json) and by the prepare/validate pair `ray up` calls; a KubeRay
+RayJob (``kind: RayJob``) against RAYJOB_SCHEMA (Ray ships none for it). Exit 0 and one "ok"
+line, or exit 2 and one line on stderr starting with "error:" that names the file and the fix.
+tests/clusters/test_cluster_configs.py uses the same functions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RAYJOB_KIND = "RayJob"
+
+
+def ray_schema_path() -> Path:
+    import ray
+    return Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+
+
+# Ray ships no schema for the RayJob custom resource: this one pins what our file relies on.
+GPU_LIMITS_SCHEMA = {
+    "type": "object",
+    "required": ["nvidia.com/gpu"],
+    "properties": {"nvidia.com/gpu": {"type": ["string", "integer"], "pattern": "^[1-9][0-9]*$"}},
+}
+CONTAINER_SCHEMA = {
+    "type": "object",
+    "required": ["name", "image"],
+    "properties": {"name": {"type": "string"}, "image": {"type": "string", "minLength": 1}},
+}
+POD_TEMPLATE_SCHEMA = {
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {"containers": {"type": "array", "minItems": 1, "items": CONTAINER_SCHEMA}},
+        }
+    },
+}
+GPU_POD_TEMPLATE_SCHEMA = {
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "allOf": [
+                            CONTAINER_SCHEMA,
+                            {
+                                "type": "object",
+                                "required": ["resources"],
+                                "properties": {
+                                    "resources": {
+                                        "type": "object",
+                                        "required": ["limits"],
+                                        "properties": {"limits": GPU_LIMITS_SCHEMA},
+                                    }
+                                },
+                            },
+                        ]
+                    },
+                }
+            },
+        }
+    },
+}
+RAYJOB_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "ray.io/v1"},
+        "kind": {"const": "RayJob"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["entrypoint", "rayClusterSpec"],
+            "properties": {
+                "entrypoint": {"type": "string", "pattern": "run_grid\\.py"},
+                "runtimeEnvYAML": {"type": "string"},
+                "rayClusterSpec": {
+                    "type": "object",
+                    "required": ["headGroupSpec", "workerGroupSpecs"],
+                    "properties": {
+                        "headGroupSpec": {
+                            "type": "object",
+                            "required": ["rayStartParams", "template"],
+                            "properties": {"template": POD_TEMPLATE_SCHEMA},
+                        },
+                        "workerGroupSpecs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["groupName", "replicas", "rayStartParams", "template"],
+                                "properties": {
+                                    "groupName": {"type": "string"},
+                                    "replicas": {"type": "integer", "minimum": 0},
+                                    "template": GPU_POD_TEMPLATE_SCHEMA,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+class ClusterConfigError(ValueError):
+    """A cluster file that `ray up` (or KubeRay) would reject. One line naming the fix."""
+
+
+def validate_launcher_config(config: dict) -> None:
+    """What `ray up` does to a launcher file: Ray's JSON schema, then prepare + validate.
+    Raises jsonschema.ValidationError or ValueError as Ray does."""
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    jsonschema.validate(config, json.loads(ray_schema_path().read_text()))
+    validate_config(prepare_config(config))
+
+
+def validate_rayjob(config: dict) -> None:
+    import jsonschema
+    jsonschema.validate(config, RAYJOB_SCHEMA)
+
+
+def check_file(path: str | Path) -> str:
+    """Load and validate one cluster file; return its kind ('launcher' or 'RayJob').
+    Raises ClusterConfigError with a one-line message."""
+    import jsonschema
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ClusterConfigError(f"{path}: cannot read ({err.strerror}); pass an existing cluster YAML file") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ClusterConfigError(f"{path}: not valid YAML{where} ({problem}); fix the syntax "
+                                 "(unclosed brackets or quotes, tabs, bad indentation)") from None
+    if not isinstance(config, dict) or not config:
+        raise ClusterConfigError(f"{path}: expected a mapping of cluster settings, got "
+                                 f"{type(config).__name__}; see clusters/gpu.yaml for the layout")
+    kind = RAYJOB_KIND if config.get("kind") == RAYJOB_KIND else "launcher"
+    try:
+        if kind == RAYJOB_KIND:
+            validate_rayjob(config)
+        else:
+            validate_launcher_config(config)
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        msg = " ".join(str(err.message).split())[:300]
+        raise ClusterConfigError(f"{path}: {where}: {msg}; fix that field (schema: "
+                                 f"{'RAYJOB_SCHEMA' if kind == RAYJOB_KIND else 'ray-schema.json'})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        msg = " ".join(str(err).split())[:300]
+        raise ClusterConfigError(f"{path}: rejected by Ray's config validation ({msg}); fix the file") from None
+    return kind
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.check_cluster",
+                                     description="Validate Ray cluster files (launcher YAML or KubeRay RayJob).")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    args = parser.parse_args(argv)
+    for f in args.files:
+        try:
+            kind = check_file(f)
+        except ClusterConfigError as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            return 2
+        print(f"ok: {f} ({kind})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
