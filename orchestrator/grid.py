@@ -58,7 +58,8 @@ def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: di
     trials = []
     for bench, seed in itertools.product(benchmarks, seeds):
         for values in itertools.product(*(grid[n] for n in names)):
-            trials.append(TrialSpec(bench, "s3", seed, preset["name"], {**base, **dict(zip(names, values))}))
+            trials.append(TrialSpec(bench, "s3", seed, preset["name"], {**base, **dict(zip(names, values))},
+                                    label_fields=tuple(names)))
         for method in preset["baselines"]:
             if method == "s3_no_select" and "chi" in grid:
                 for chi in grid["chi"]:

@@ -31,29 +31,35 @@ class TrialSpec:
     seed: int
     preset: str
     overrides: dict
+    label_fields: tuple = ()       # fields shown in run names (the grid's or Optuna's); not in the key
 
     @classmethod
     def from_config(cls, config: dict) -> "TrialSpec":
         """From a grid entry ({"spec": {...}}) or a flat Optuna sample (fields at the top level)."""
         if "spec" in config:
-            return cls(**config["spec"])
+            spec = dict(config["spec"])
+            spec["label_fields"] = tuple(spec.get("label_fields", ()))
+            return cls(**spec)
         flat = dict(config)
         base = {k: flat.pop(k) for k in ("benchmark", "method", "seed", "preset")}
         flat.pop("overrides", None)
         extra = config.get("overrides", {})
-        return cls(**base, overrides={**extra, **flat})
+        return cls(**base, overrides={**extra, **flat}, label_fields=tuple(sorted(flat)))
 
     def s3_config(self, device: str = "cpu") -> S3Config:
         return S3Config().replace(**self.overrides, seed=int(self.seed), device=device)
 
     def key(self) -> str:
         """Stable across processes and runs: the resume key, stored as the MLflow tag s3.trial_key."""
-        canon = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        ident = {k: v for k, v in dataclasses.asdict(self).items() if k != "label_fields"}
+        canon = json.dumps(ident, sort_keys=True, default=str)
         return hashlib.sha1(canon.encode()).hexdigest()[:16]
 
     def short(self) -> str:
+        """A readable run name: method, benchmark, the fields this trial's grid varies, seed."""
         o = self.overrides
-        parts = [self.method, self.benchmark] + [f"{k}={o[k]}" for k in ("chi", "batch_size") if k in o]
+        fields = dict.fromkeys(("chi", "batch_size", *self.label_fields))
+        parts = [self.method, self.benchmark] + [f"{k}={o[k]}" for k in fields if k in o]
         return " ".join(parts + [f"seed={self.seed}"])
 
     def to_dict(self) -> dict:
@@ -87,7 +93,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     from s3core.pipeline import checkpoint_state, run_trial
 
-    spec = TrialSpec(**config["spec"])
+    spec = TrialSpec.from_config(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = "cpu"

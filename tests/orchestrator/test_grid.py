@@ -52,6 +52,10 @@ def test_trial_key_is_stable_and_sensitive():
     assert a.key() == b.key()
     assert a.key() != TrialSpec("synthetic", "s3", 1, "smoke", {"chi": 2, "batch_size": 64}).key()
     assert TrialSpec.from_config({"spec": a.to_dict()}) == a
+    # run names show the fields the grid varies; they are presentation, not identity
+    labelled = TrialSpec("synthetic", "s3", 0, "smoke", {"chi": 2, "batch_size": 64, "tau": 0.1}, ("tau",))
+    assert "tau=0.1" in labelled.short() and "tau" not in a.short()
+    assert labelled.key() == TrialSpec("synthetic", "s3", 0, "smoke", {"chi": 2, "batch_size": 64, "tau": 0.1}).key()
     flat = {"benchmark": "synthetic", "method": "s3", "seed": 0, "preset": "search", "overrides": {"tau": 0.1},
             "chi": 4}
     assert TrialSpec.from_config(flat).overrides == {"tau": 0.1, "chi": 4}
