@@ -8,23 +8,20 @@ with `ray.tune.report(..., checkpoint=ray.tune.Checkpoint)`, and resumes from
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
 import torch
 
-from orchestrator.trial import CHECKPOINT_FILE, TrialSpec, load_checkpoint_state
+from orchestrator.trial import (CHECKPOINT_FILE, TrialSpec, application_error_types, epoch_result, failure_text,
+                                final_result, load_checkpoint_state)
 
 
 def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
     import ray
     from ray import tune
 
-    from s3core.config import ConfigError
-    from s3core.data.base import DataError
     from s3core.pipeline import checkpoint_state, run_trial
-    from s3core.stages import DivergenceError
 
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]
@@ -52,19 +49,14 @@ def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
         raise RuntimeError(resume["failed"]["reason"])
 
     def on_epoch(ev):
-        metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
-                   "global_epoch": len(ev.history) - 1, **ev.metrics}
-        metrics["objective"] = metrics.get("valid_acc", 0.0)
-        report(metrics, checkpoint_state(ev))
+        report(epoch_result(ev), checkpoint_state(ev))
 
     try:
         result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
-    except (DivergenceError, ConfigError, DataError) as err:
+    except application_error_types() as err:
         # deterministic: a retry would only repeat it, so the checkpoint remembers the failure
-        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
+        reason = failure_text(err)
         report({"kind": "failed", "reason": reason}, {"failed": {"reason": reason}})
         raise
-    final = {"kind": "done", "curve_json": json.dumps(result.curve), "history_len": len(result.history),
-             "trial_seconds": result.seconds, **result.summary}
-    final["objective"] = result.summary["best_valid_acc"]
+    final = final_result(result, "done")
     report(final, {"final": final})

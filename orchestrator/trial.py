@@ -80,6 +80,26 @@ def application_error_types() -> tuple[type, ...]:
     return (DivergenceError, ConfigError, DataError)
 
 
+def epoch_result(ev) -> dict:
+    """What both executors report after every epoch (the driver's MLflow logger logs it)."""
+    metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
+               "global_epoch": len(ev.history) - 1, **ev.metrics}
+    metrics["objective"] = metrics.get("valid_acc", 0.0)
+    return metrics
+
+
+def final_result(result, kind: str) -> dict:
+    """What both executors report at the end: the curve, the summary, the Tune objective."""
+    final = {"kind": kind, "curve_json": json.dumps(result.curve), "history_len": len(result.history),
+             "trial_seconds": result.seconds, **result.summary}
+    final["objective"] = result.summary["best_valid_acc"]
+    return final
+
+
+def failure_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]
+
+
 def load_checkpoint_state(directory: str) -> dict:
     # weights_only: a checkpoint is data; loading one must never run code
     return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
@@ -95,7 +115,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     spec = TrialSpec.from_config(config)
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     device = "cpu"
     if torch.cuda.is_available() and config.get("use_gpu"):
         device = str(ray.train.torch.get_device())
@@ -130,10 +150,7 @@ def train_loop_per_worker(config: dict) -> None:
         return
 
     def on_epoch(ev):
-        metrics = {"kind": "epoch", "stage": ev.stage, "stage_epoch": ev.epoch,
-                   "global_epoch": len(ev.history) - 1, **ev.metrics}
-        metrics["objective"] = metrics.get("valid_acc", 0.0)
-        report(metrics, checkpoint_state(ev))
+        report(epoch_result(ev), checkpoint_state(ev))
 
     try:
         result = run_trial(bench, cfg, spec.method, on_epoch=on_epoch, resume=resume, progress=False)
@@ -141,12 +158,10 @@ def train_loop_per_worker(config: dict) -> None:
         # Deterministic (same config, same seed, same checkpoint -> same error): Ray Train's
         # FailureConfig would retry it max_failures times for nothing. Report it as the trial's
         # last result instead; tune_trial raises ApplicationError from it, once.
-        failed = {"kind": "failed", "reason": f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000]}
+        failed = {"kind": "failed", "reason": failure_text(err)}
         report(failed, {"failed": failed})
         return
-    final = {"kind": "final", "curve_json": json.dumps(result.curve), "history_len": len(result.history),
-             "trial_seconds": result.seconds, **result.summary}
-    final["objective"] = result.summary["best_valid_acc"]
+    final = final_result(result, "final")
     # the final report carries a checkpoint: Train's Result.metrics are those of the latest checkpoint
     report(final, {"final": final})
 
