@@ -194,7 +194,7 @@ class MoEFFN(nn.Module):
         check_keep_ratio(keep_ratio)
         B, T, D = x.shape
         cfg = self.cfg
-        E, k = cfg.num_experts, cfg.k
+        k = cfg.k
         flat = x.reshape(B * T, D)
         if token_mask is not None:
             token_idx = token_mask.reshape(B * T).nonzero().squeeze(1)  # (N,)

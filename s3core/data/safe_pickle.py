@@ -113,7 +113,7 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
             return _RestrictedUnpickler(f, path).load()
     except DataError:
         raise
-    except EOFError as e:
+    except EOFError:
         raise _truncated_error(path, "ran out of input") from None
     except pickle.UnpicklingError as e:
         if "truncated" in str(e):
