@@ -357,19 +357,26 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
     return 0 if failed == 0 else 1
 
 
+class StudySpace:
+    """A preset's define-by-run space plus the study's constants (benchmark, seed, ...), which
+    pass through unchanged. A module-level class, not a closure: Tune pickles the searcher."""
+
+    def __init__(self, user_space, constants: dict):
+        self.user_space = user_space
+        self.constants = constants
+
+    def __call__(self, trial) -> dict:
+        self.user_space(trial)
+        return dict(self.constants)
+
+
 def _search_tuner(tune, trainable, search, study, preset, extra, num_samples, execution, run_config, seed):
     from ray.tune.search.optuna import OptunaSearch
 
     bench, trial_seed = study
     base = {**preset["base"], **extra}
-    user_space = search["space"]
-
-    def space(trial):
-        user_space(trial)
-        # constants pass through define-by-run unchanged: the study is one (benchmark, seed)
-        return {"benchmark": bench, "seed": trial_seed, "method": "s3", "preset": preset["name"],
-                "overrides": base}
-
+    space = StudySpace(search["space"], {"benchmark": bench, "seed": trial_seed, "method": "s3",
+                                         "preset": preset["name"], "overrides": base})
     algo = OptunaSearch(space=space, metric="objective", mode="max", seed=seed)
     return tune.Tuner(trainable,
                       tune_config=tune.TuneConfig(search_alg=algo, num_samples=num_samples,

@@ -61,6 +61,22 @@ def test_trial_key_is_stable_and_sensitive():
     assert TrialSpec.from_config(flat).overrides == {"tau": 0.1, "chi": 4}
 
 
+def test_the_search_space_pickles_with_its_constants():
+    """Tune checkpoints its searcher by pickling it, define-by-run space included."""
+    import pickle
+
+    import optuna
+
+    from orchestrator.grid import StudySpace
+
+    space = pickle.loads(pickle.dumps(StudySpace(load_preset("search")["search"]["space"],
+                                                 {"benchmark": "synthetic", "seed": 3})))
+    study = optuna.create_study()
+    constants = space(study.ask())
+    assert constants == {"benchmark": "synthetic", "seed": 3}
+    assert {"chi", "tau", "lr"} <= set(study.trials[0].params)
+
+
 def test_grid_override_replaces_a_field_and_rejects_non_lists():
     preset = load_preset("smoke")
     trials = grid_trials(preset, ["synthetic"], [0], {}, {"chi": [2, 8], "tau": [0.1, 0.2]})
