@@ -167,6 +167,16 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """True while pid runs. A zombie (state Z: exited, not yet reaped) counts as gone: once its
+    parent is dead it waits on PID 1 to reap it, and some container inits never do."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from relhelp import (Grid, cmdline, descendants, metric_steps, parent_runs, ray_processes_of, stop_process_group,
+from relhelp import (Grid, alive, cmdline, descendants, metric_steps, parent_runs, ray_processes_of, stop_process_group,
                      trial_runs, wait_for)
 
 from orchestrator import mlflow_layout as L
@@ -142,9 +142,9 @@ def test_driver_killed_then_resumed(grid_env: Grid, sig):
         stop_process_group(proc)
     # the Ray processes this driver started do not outlive it for long
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in ray_pids):
+    while time.monotonic() < deadline and any(alive(p) for p in ray_pids):
         time.sleep(1)
-    orphans = {p: cmdline(p) for p in ray_pids if Path(f"/proc/{p}").exists()}
+    orphans = {p: cmdline(p) for p in ray_pids if alive(p)}
     for p in orphans:  # ours: started by this test's driver
         try:
             os.kill(p, signal.SIGKILL)
