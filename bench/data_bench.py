@@ -61,7 +61,7 @@ def _write(a: dict) -> dict:
 
 def child(a: dict) -> dict:
     """One measured action in a fresh process: time and growth of peak RSS over the post-import peak."""
-    import numpy as np  # noqa: F401  (imports are not measured)
+    import numpy as np  # (imports are not measured)
 
     from bench.common import maxrss_mib, reset_peak_rss, rss_mib
     from s3core.data import load_multibench, safe_load_pickle
@@ -71,8 +71,13 @@ def child(a: dict) -> dict:
     reset_peak_rss()
     base = rss_mib()
     t0 = time.perf_counter()
-    if action == "safe_load":
+    if action in ("safe_load", "safe_load_touch"):
         obj = safe_load_pickle(a["path"])
+        if action == "safe_load_touch":  # the same full read as cache_load_touch, for a like-for-like ratio
+            total = 0.0
+            for sp in obj.values():
+                for m in MOSEI_DIMS:
+                    total += float(sp[m].sum(dtype=np.float64))
     elif action == "pickle_load":
         import pickle
         with open(a["path"], "rb") as f:
@@ -125,7 +130,7 @@ def bench_data(total_samples: int = sum(MOSEI_SPLITS.values()), repeats: int = 2
         cache_dir = os.path.join(tmp, "cache")
         res = {"splits": splits, "samples": n, "steps": STEPS, "dims": dict(MOSEI_DIMS), "notes": notes}
         res["write"] = run_child("bench.memprobe", {"case": "write", "path": path, "splits": splits})
-        runs = {"safe_load": [], "pickle_load": []}
+        runs = {"safe_load": [], "pickle_load": [], "safe_load_touch": []}
         for _ in range(repeats):
             for k in runs:
                 runs[k].append(run_child("bench.memprobe", {"case": k, "path": path}))

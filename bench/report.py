@@ -112,9 +112,12 @@ def _data(d: dict) -> list[str]:
           f"| write the pickle (protocol 4, reference) | {d['write']['seconds']:.2f} | - | 1 |"]
     names = {"safe_load": "`safe_load_pickle` (restricted unpickler)",
              "pickle_load": "plain `pickle.load` (reference, our own file only)",
+             "safe_load_touch": "`safe_load_pickle` + read every feature value once (float64 sum)",
              "cache_load": "Arrow cache load: `load_multibench` with the cache (memory-mapped, lazy)",
-             "cache_load_touch": "Arrow cache load + read every feature value once"}
-    for k in ("safe_load", "pickle_load"):
+             "cache_load_touch": "Arrow cache load + read every feature value once (float64 sum)"}
+    for k in ("safe_load", "pickle_load", "safe_load_touch"):
+        if k not in lo:
+            continue
         L.append(f"| {names[k]} | {lo[k]['seconds']:.3f} | {lo[k]['delta_mib']:.0f} | {lo[k]['repeats']} |")
     c = d["convert"]
     L.append(f"| first `load_multibench`: safe load + clean + write the Arrow cache ({d['cache_bytes'] / 1e9:.2f} GB) "
@@ -123,9 +126,10 @@ def _data(d: dict) -> list[str]:
         L.append(f"| {names[k]} | {lo[k]['seconds']:.3f} | {lo[k]['delta_mib']:.0f} | {lo[k]['repeats']} |")
     sp = lo["safe_load"]["seconds"]
     r1 = sp / max(lo["cache_load"]["seconds"], 1e-9)
-    r2 = sp / max(lo["cache_load_touch"]["seconds"], 1e-9)
+    spt = lo.get("safe_load_touch", lo["safe_load"])["seconds"]
+    r2 = spt / max(lo["cache_load_touch"]["seconds"], 1e-9)
     L += ["", f"Speed-up of the cache over `safe_load_pickle`: {r1:.0f}x (lazy load), {r2:.1f}x (load + "
-          f"read every value once). `safe_load_pickle` / plain `pickle.load` time: "
+          f"read every value once, on both sides). `safe_load_pickle` / plain `pickle.load` time: "
           f"{sp / max(lo['pickle_load']['seconds'], 1e-9):.2f}x. Target cache >= {CACHE_TARGET:.0f}x faster: "
           f"**{'met' if r1 >= CACHE_TARGET else 'missed'}** (lazy load; "
           f"{'met' if r2 >= CACHE_TARGET else 'not met'} even when every value is read).", ""]

@@ -10,7 +10,11 @@ Layout of a benchmark directory (the MultiBench cache and a user's own Arrow dat
     <dir>/manifest.json      written last; without it (or if it disagrees with the files) the
                              directory is not a benchmark. Keys: format, version, name,
                              modalities, shapes {modality: [T, D]}, num_classes (null for raw
-                             float labels), label_dtype, splits {split: {n, file, bytes}}, meta.
+                             float labels), label_dtype, splits {split: {n, file, bytes}}, meta,
+                             and optionally values_checked: true, which s3core's own writers set
+                             after checking every feature value is finite. A reader then skips that
+                             full scan (it would page the whole cache in); without the key (a
+                             directory written by other tools) every value is checked on load.
 
 Writes are atomic: everything goes to a temporary sibling directory that is renamed into place
 (os.replace) only once complete, so a crash mid-write never leaves a directory that reads as valid.
@@ -104,12 +108,13 @@ def _cleanup_stale_tmp(parent: str) -> None:
 
 def write_arrow_splits(directory: str | os.PathLike, *, name: str, modalities: tuple[str, ...],
                        splits: dict[str, Split], num_classes: int | None, meta: dict | None = None,
-                       overwrite: bool = True) -> str:
+                       overwrite: bool = True, values_checked: bool = False) -> str:
     """Write splits to an Arrow benchmark directory atomically; return its path.
 
     Labels may be int64 class ids (num_classes given) or float64 raw labels (num_classes None,
     as the MultiBench cache stores them). With overwrite=False an existing directory is kept
-    (another process finished first) and this write is discarded.
+    (another process finished first) and this write is discarded. values_checked=True records in the
+    manifest that the caller has checked every feature value is finite, so readers skip that scan.
     """
     directory = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(directory)
@@ -141,6 +146,7 @@ def write_arrow_splits(directory: str | os.PathLike, *, name: str, modalities: t
             "format": FORMAT, "version": FORMAT_VERSION, "name": name,
             "modalities": list(modalities), "shapes": shapes, "num_classes": num_classes,
             "label_dtype": label_dtype, "splits": split_info, "meta": _jsonable(meta or {}),
+            "values_checked": bool(values_checked),
         }
         # The manifest goes last: a directory without it is never read as a benchmark.
         mpath = os.path.join(tmp, MANIFEST)
@@ -175,7 +181,8 @@ def write_arrow_benchmark(bench: Benchmark, directory: str | os.PathLike) -> str
     """Write a validated Benchmark to `directory` in the Arrow layout above (atomic); return the path."""
     validate_benchmark(bench, source=os.fspath(directory))
     return write_arrow_splits(directory, name=bench.name, modalities=tuple(bench.modalities),
-                              splits=bench.splits, num_classes=int(bench.num_classes), meta=bench.meta)
+                              splits=bench.splits, num_classes=int(bench.num_classes), meta=bench.meta,
+                              values_checked=True)
 
 
 def _invalid(directory: str, why: str) -> CacheInvalid:
@@ -246,13 +253,29 @@ def read_arrow_splits(directory: str | os.PathLike) -> tuple[dict, dict[str, Spl
     return manifest, splits
 
 
+_NUMPY_TYPES = {pa.float32(): np.float32, pa.float64(): np.float64, pa.uint8(): np.uint8, pa.int64(): np.int64}
+
+
 def _column_values(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
+    """A read-only numpy view of a column's values (flattened for fixed-size lists), zero-copy.
+
+    Built from the Arrow data buffer with np.frombuffer rather than Array.to_numpy, which imports
+    pandas on first use (about 0.2 s in every fresh process that loads a benchmark)."""
     if name not in table.column_names:
         raise KeyError(f"no column '{name}'")
     col = table.column(name).combine_chunks() if table.column(name).num_chunks != 1 else table.column(name).chunk(0)
     if pa.types.is_fixed_size_list(col.type):
+        if col.null_count:
+            raise ValueError(f"column '{name}' has {col.null_count} null rows")
         col = col.flatten()
-    values = col.to_numpy(zero_copy_only=True)  # a view into the memory map
+    np_type = _NUMPY_TYPES.get(col.type)
+    if np_type is None:
+        raise ValueError(f"column '{name}' has Arrow type {col.type}, expected one of "
+                         f"{', '.join(map(str, _NUMPY_TYPES))}")
+    if col.null_count:
+        raise ValueError(f"column '{name}' has {col.null_count} null values")
+    item = np.dtype(np_type).itemsize
+    values = np.frombuffer(col.buffers()[1], dtype=np_type, count=len(col), offset=col.offset * item)
     if dtype is not None and values.dtype != dtype:
         raise ValueError(f"column '{name}' is {values.dtype}, expected {np.dtype(dtype)}")
     return values
@@ -274,4 +297,10 @@ def read_arrow_benchmark(directory: str | os.PathLike, *, modalities=None) -> Be
     bench = Benchmark(name=str(manifest["name"]), modalities=tuple(manifest["modalities"]), splits=splits,
                       num_classes=int(manifest["num_classes"]),
                       meta={**manifest.get("meta", {}), "source": directory})
-    return validate_benchmark(select_modalities(bench, modalities, source=directory), source=directory)
+    return validate_benchmark(select_modalities(bench, modalities, source=directory), source=directory,
+                              check_values=not values_checked(manifest))
+
+
+def values_checked(manifest: dict) -> bool:
+    """True if s3core wrote this directory after checking every feature value is finite."""
+    return manifest.get("values_checked") is True

@@ -167,7 +167,8 @@ def convert_pickle(path: str, cache_path: str) -> str:
     meta = {"source_file": os.path.basename(path), "source_size": st.st_size,
             "source_mtime_ns": st.st_mtime_ns, "cleaning": stats}
     return cache.write_arrow_splits(cache_path, name=os.path.basename(path), modalities=MODALITIES,
-                                    splits=splits, num_classes=None, meta=meta, overwrite=True)
+                                    splits=splits, num_classes=None, meta=meta, overwrite=True,
+                                    values_checked=True)  # _clean_split refused any NaN / Inf
 
 
 def _remove_stale_caches(cache_root: str, source_name: str, keep: str) -> None:
@@ -274,4 +275,4 @@ def load_multibench(name: str, data_dir: str | os.PathLike, *, modalities=None, 
             "cleaning": manifest.get("meta", {}).get("cleaning", {})}
     bench = Benchmark(name=key, modalities=MODALITIES, splits=splits, num_classes=2, meta=meta)
     bench = select_modalities(bench, modalities, source=source)
-    return validate_benchmark(bench, source=source)
+    return validate_benchmark(bench, source=source, check_values=not cache.values_checked(manifest))

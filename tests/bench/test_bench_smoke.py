@@ -27,7 +27,7 @@ def test_tiny_profile_writes_every_section(tmp_path):
     assert res["pruning"]["encoder"][1.0]["ratio"] == pytest.approx(1.0)
     assert set(res["pruning"]["encoder"]) == set(res["pruning"]["keep_ratios"])
     # section 3: all loads measured, and the temp dir with the pickle and the cache is gone
-    assert set(res["data"]["loads"]) == {"safe_load", "pickle_load", "cache_load", "cache_load_touch"}
+    assert set(res["data"]["loads"]) == {"safe_load", "pickle_load", "safe_load_touch", "cache_load", "cache_load_touch"}
     assert res["data"]["write"]["bytes"] > 0 and res["data"]["cache_bytes"] > 0
     assert not [n for n in os.listdir(tmp_path) if n.startswith("s3bench-data-")]
     assert "tiny profile" in res["orchestration"]["pending"]   # it starts Ray several times: --quick runs it

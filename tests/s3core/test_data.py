@@ -4,6 +4,7 @@ MultiBench fixtures are tiny pickles in the real layout: {split: {vision, audio,
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import time
@@ -438,6 +439,46 @@ def test_arrow_round_trip(tmp_path):
     # overwriting an existing directory is atomic and complete
     write_arrow_benchmark(make_synthetic(SyntheticConfig(n_train=5, n_valid=5, n_test=5)), tmp_path / "arrow")
     assert len(load_benchmark("arrays", data_dir=tmp_path / "arrow")["train"]) == 5
+
+
+def _put_nan_in_train(directory):
+    """Overwrite one feature value of train.arrow with NaN in place (same byte size)."""
+    path = directory / "train.arrow"
+    blob = bytearray(path.read_bytes())
+    one = np.float32(0.123456789).tobytes()
+    at = blob.find(one)
+    assert at >= 0
+    blob[at:at + 4] = np.float32("nan").tobytes()
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("flag", [True, None], ids=["written-by-s3core", "written-by-other-tools"])
+def test_arrow_finiteness_scan_only_when_the_writer_did_not_check(tmp_path, flag):
+    """s3core's writers check every value before writing and say so in the manifest (values_checked),
+    so loads skip the full scan that would page the whole cache in; a directory from other tools
+    (no such key) is scanned on every load and NaN is refused."""
+    bench = make_synthetic(SyntheticConfig(n_train=40, n_valid=10, n_test=10, dims=(3, 4, 5)))
+    bench["train"].features["x1"][3, 0, 0] = 0.123456789
+    write_arrow_benchmark(bench, tmp_path / "arrow")
+    manifest_path = tmp_path / "arrow" / cache_mod.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["values_checked"] is True
+    if flag is None:
+        del manifest["values_checked"]
+        manifest_path.write_text(json.dumps(manifest))
+    _put_nan_in_train(tmp_path / "arrow")
+    if flag:
+        back = load_arrays(tmp_path / "arrow")   # trusted: the scan was skipped
+        assert np.isnan(back["train"].features["x1"][3, 0, 0])
+    else:
+        with pytest.raises(DataError, match="NaN or Inf"):
+            load_arrays(tmp_path / "arrow")
+
+
+def test_multibench_cache_records_the_value_check(mosi_dir):
+    tmp_path, _ = mosi_dir
+    cache_path = load_multibench("mosi", tmp_path).meta["cache"]
+    assert cache_mod.read_manifest(cache_path)["values_checked"] is True
 
 
 def test_multibench_cache_is_not_a_user_arrow_dir(mosi_dir):
