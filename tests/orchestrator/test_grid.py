@@ -1,4 +1,6 @@
 """The orchestrator end to end: real Ray Tune, Ray Train, Optuna and MLflow, no mocks."""
+import json
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -156,9 +158,13 @@ def test_smoke_grid_end_to_end_one_worker(tmp_path, grid_runner):
 
 
 def test_smoke_grid_end_to_end_direct_executor(tmp_path, grid_runner):
-    proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "direct")
+    proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "direct", "--max-concurrent", "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_store(tmp_path, expect_trials=2, workers=1)
+    # one trial after the other in the same actor (reuse_actors): Tune records each result's pid
+    pids = {json.loads(line)["pid"] for path in (tmp_path / "runs").glob("grid-*/*/result.json")
+            for line in path.read_text().splitlines() if line.strip()}
+    assert len(pids) == 1, f"each direct trial started its own process: {pids}"
 
 
 def test_direct_executor_refuses_several_workers():
