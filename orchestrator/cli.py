@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 = CPU; a fraction (0.25) packs trials on a GPU; N > 1 = N DDP workers, one GPU each")
     g.add_argument("--executor", default="train", choices=["train", "direct"],
                    help="train: each trial is a Ray Train TorchTrainer (DDP, several GPUs); direct: the trial "
-                        "runs in its Tune function, no worker group (much less start-up for small trials)")
+                        "runs in its Tune function, no worker group, one reused process for trial after trial (much "
+                        "less start-up for small single-device trials)")
     g.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (CPU DDP)")
     g.add_argument("--cpus-per-worker", type=float, default=None, help="CPU per Ray Train worker (default: the "
                                                                       "CPUs shared among concurrent trials)")

@@ -5,6 +5,9 @@ bench/RESULTS.md section 4): right for DDP over several GPUs, heavy for the many
 single-device trials of a grid. Here the Tune function itself runs s3core, reports every epoch
 with `ray.tune.report(..., checkpoint=ray.tune.Checkpoint)`, and resumes from
 `ray.tune.get_checkpoint()` when Tune's FailureConfig restarts it. The MLflow side is the same.
+Tune reuses the actor for the next trial (grid.reuse_actors), so a trial after the first pays
+no process start and no imports; run_trial seeds everything per trial, so a reused process gives
+the same result as a fresh one (tests/s3core/test_stages.py).
 """
 from __future__ import annotations
 
