@@ -1,6 +1,8 @@
 """Sections 1 (MoE FFN vs dense FFN, forward + backward) and 2 (inference time vs keep-ratio)."""
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 from s3core.config import MoEConfig, S3Config
@@ -105,4 +107,20 @@ def bench_pruning(keep_ratios, d_model: int, d_ff: int, chi: int, rho: int, toke
         times = interleaved(cands, rounds)
     out["encoder"] = ratio_stats(times, keep_ratios[0])
     out["encoder_dispatch"] = resolve_dispatch(cfg.dispatch, torch.device("cpu"))
+    out["selection"] = _bench_pair_selection(keep_ratios, x.shape[0] * x.shape[1] * chi, rounds)
     return out
+
+
+def _bench_pair_selection(keep_ratios, num_pairs: int, rounds: int) -> dict:
+    """Choosing the kept pairs alone: topk(n_keep) (before) vs s3core.moe.top_pairs (after), in ms."""
+    from s3core.moe import num_kept, top_pairs
+    scores = torch.rand(num_pairs, generator=torch.Generator().manual_seed(0))
+    cands = {}
+    for p in keep_ratios[1:]:
+        n = num_kept(num_pairs, p)
+        cands[(p, "topk")] = (lambda n=n: scores.topk(n).indices)
+        cands[(p, "top_pairs")] = (lambda n=n: top_pairs(scores, n))
+    times = interleaved(cands, rounds)
+    return {"num_pairs": num_pairs,
+            "ms": {p: {k: 1e3 * statistics.median(times[(p, k)]) for k in ("topk", "top_pairs")}
+                   for p in keep_ratios[1:]}}

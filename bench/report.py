@@ -87,6 +87,14 @@ def _pruning(p: dict) -> list[str]:
     L.append("Milliseconds at p = 1.0: " + ", ".join(
         f"layer {d} {fmt_ms(p['layer'][d][ks[0]]['median_s'])}" for d in disp)
         + f", encoder {fmt_ms(p['encoder'][ks[0]]['median_s'])}.")
+    sel = p.get("selection")
+    if sel:
+        L += ["", f"Choosing the kept pairs alone ({sel['num_pairs']} pairs, ms, median): `topk(n_keep)` as "
+              "before, against `top_pairs`, which for p > 0.5 finds the n - n_keep lowest instead (after; "
+              "the table above is after).", "",
+              "| p | " + " | ".join(str(k) for k in sel["ms"]) + " |", "|---|" + "---|" * len(sel["ms"]),
+              "| topk (before) | " + " | ".join(f"{v['topk']:.2f}" for v in sel["ms"].values()) + " |",
+              "| top_pairs (after) | " + " | ".join(f"{v['top_pairs']:.2f}" for v in sel["ms"].values()) + " |"]
     if 0.3 in ks:
         r = p["layer"][disp[0]][0.3]["ratio"]
         L.append(f"\nTarget: MoE FFN time at p = 0.3 <= {PRUNE_TARGET}x of p = 1.0: {disp[0]} "

@@ -43,6 +43,21 @@ def num_kept(num_pairs: int, keep_ratio: float) -> int:
     return max(1, min(num_pairs, math.ceil(round(keep_ratio * num_pairs, 6))))
 
 
+def top_pairs(scores: Tensor, n_keep: int) -> Tensor:
+    """Indices of the n_keep highest scores (which of equal scores survive is unspecified).
+
+    On the CPU, topk's cost grows with k, so for n_keep > n / 2 it is cheaper to find the
+    n - n_keep lowest scores and keep the rest: at p = 0.9 of 128k pairs, 2.5 ms instead of 9 ms
+    (bench section 2). On CUDA, topk(n_keep) stays: the mask path's nonzero() would sync."""
+    n = scores.shape[0]
+    if scores.device.type != "cpu" or 2 * n_keep <= n:
+        return scores.topk(n_keep).indices
+    drop = scores.topk(n - n_keep, largest=False).indices
+    keep = torch.ones(n, dtype=torch.bool, device=scores.device)
+    keep[drop] = False
+    return keep.nonzero().squeeze(1)
+
+
 class _ContiguousGrad(torch.autograd.Function):
     """Identity whose backward makes the incoming grad contiguous: grouped_mm's CPU backward
     rejects the stride-0 grads that reductions such as .sum() produce."""
@@ -218,7 +233,7 @@ class MoEFFN(nn.Module):
         pair_token = torch.arange(N, device=x.device).repeat_interleave(k)
         num_pairs = pair_gate.shape[0]
         if keep_ratio < 1.0 and num_pairs > 0:
-            keep = pair_gate.detach().topk(num_kept(num_pairs, keep_ratio)).indices
+            keep = top_pairs(pair_gate.detach(), num_kept(num_pairs, keep_ratio))
             pair_gate, pair_expert, pair_token = pair_gate[keep], pair_expert[keep], pair_token[keep]
         kept_fraction = torch.tensor(pair_gate.shape[0] / max(num_pairs, 1))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from s3core.config import ConfigError, MoEConfig, S3Config
-from s3core.moe import DenseFFN, MoEFFN, num_kept
+from s3core.moe import DenseFFN, MoEFFN, num_kept, top_pairs
 
 
 def _layer(seed=0, **kw):
@@ -113,6 +113,15 @@ def test_pruning_keeps_the_highest_scored_pairs(keep_ratio):
         ref, kept = _reference(layer, x, keep_ratio)
     torch.testing.assert_close(res.output, ref, rtol=1e-5, atol=1e-5)
     assert float(res.kept_fraction) == pytest.approx(kept / (2 * 5 * layer.cfg.k))
+
+
+@pytest.mark.parametrize("n_keep", [0, 1, 400, 500, 501, 999, 1000])
+def test_top_pairs_is_the_topk_set_on_both_paths(n_keep):
+    # n_keep > n / 2 takes the drop-the-lowest path on the CPU, the rest plain topk
+    scores = torch.rand(1000, generator=torch.Generator().manual_seed(n_keep))
+    got = top_pairs(scores, n_keep)
+    assert got.shape == (n_keep,) and got.unique().numel() == n_keep
+    assert set(got.tolist()) == set(scores.topk(n_keep).indices.tolist())
 
 
 def test_num_kept_rounds_up_and_keeps_at_least_one():
