@@ -11,13 +11,12 @@ the same result as a fresh one (tests/s3core/test_stages.py).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 
 import torch
 
-from orchestrator.trial import (CHECKPOINT_FILE, TrialSpec, application_error_types, epoch_result, failure_text,
-                                final_result, load_checkpoint_state)
+from orchestrator.trial import (TrialSpec, application_error_types, epoch_result, failure_text, final_result,
+                                resume_state, worker_threads, write_checkpoint_state)
 
 
 def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
@@ -28,23 +27,17 @@ def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
 
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]
-    torch.set_num_threads(max(1, round(execution["cpus_per_worker"])))  # 1.98 CPUs -> 2 threads
+    torch.set_num_threads(worker_threads(execution))
     device = "cuda" if execution["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
     cfg = spec.s3_config(device=device)
     bench = ray.get(data_refs["data"][spec.benchmark][0])
 
     def report(metrics: dict, state: dict) -> None:
         with tempfile.TemporaryDirectory() as d:
-            tmp = os.path.join(d, CHECKPOINT_FILE + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, os.path.join(d, CHECKPOINT_FILE))
+            write_checkpoint_state(d, state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    resume = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume = load_checkpoint_state(d)
+    resume = resume_state(tune.get_checkpoint())
     if resume is not None and "final" in resume:
         tune.report({**resume["final"], "kind": "done"})
         return

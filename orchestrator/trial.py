@@ -105,6 +105,27 @@ def load_checkpoint_state(directory: str) -> dict:
     return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
+def write_checkpoint_state(directory: str, state: dict) -> None:
+    """Save under a temporary name, then rename: a checkpoint directory never holds half a file."""
+    tmp = os.path.join(directory, CHECKPOINT_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
+
+
+def resume_state(checkpoint) -> dict | None:
+    """The state saved in a Ray (Train or Tune) checkpoint, or None when there is none."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return load_checkpoint_state(d)
+
+
+def worker_threads(execution: dict) -> int:
+    """torch threads for a worker given its CPU share (1.98 CPUs -> 2 threads; Ray itself sets
+    OMP_NUM_THREADS=1 for fractional CPUs)."""
+    return max(1, round(execution["cpus_per_worker"]))
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker. config: {"spec": TrialSpec dict, "data_ref": [ObjectRef]}."""
     import ray
@@ -121,25 +142,18 @@ def train_loop_per_worker(config: dict) -> None:
         device = str(ray.train.torch.get_device())
     cfg = spec.s3_config(device=device)
     if config.get("threads"):
-        torch.set_num_threads(config["threads"])  # Ray sets OMP_NUM_THREADS=1 for fractional CPUs
+        torch.set_num_threads(config["threads"])
     bench = ray.get(config["data_ref"][0])       # zero-copy from this node's object store
 
-    resume = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume = load_checkpoint_state(d)
+    resume = resume_state(ray.train.get_checkpoint())
 
     def report(metrics: dict, state: dict) -> None:
-        """Every worker reports; rank 0 attaches the checkpoint (written under a temporary name,
-        then renamed, so a checkpoint directory never holds half a file)."""
+        """Every worker reports; rank 0 attaches the checkpoint."""
         if rank != 0:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            tmp = os.path.join(d, CHECKPOINT_FILE + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, os.path.join(d, CHECKPOINT_FILE))
+            write_checkpoint_state(d, state)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
 
     if resume is not None and "final" in resume:
@@ -183,7 +197,7 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec.to_dict(), "data_ref": data_refs["data"][spec.benchmark],
-                           "use_gpu": use_gpu, "threads": max(1, round(execution["cpus_per_worker"]))},
+                           "use_gpu": use_gpu, "threads": worker_threads(execution)},
         scaling_config=ray.train.ScalingConfig(num_workers=execution["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
