@@ -34,49 +34,37 @@ CONTAINER_SCHEMA = {
     "required": ["name", "image"],
     "properties": {"name": {"type": "string"}, "image": {"type": "string", "minLength": 1}},
 }
-POD_TEMPLATE_SCHEMA = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "spec": {
+
+
+def pod_template_schema(container_schema: dict) -> dict:
+    """A pod template whose spec holds one or more containers, each matching container_schema."""
+    return {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["containers"],
+                "properties": {"containers": {"type": "array", "minItems": 1, "items": container_schema}},
+            }
+        },
+    }
+
+
+POD_TEMPLATE_SCHEMA = pod_template_schema(CONTAINER_SCHEMA)
+GPU_POD_TEMPLATE_SCHEMA = pod_template_schema({
+    "allOf": [
+        CONTAINER_SCHEMA,
+        {
             "type": "object",
-            "required": ["containers"],
-            "properties": {"containers": {"type": "array", "minItems": 1, "items": CONTAINER_SCHEMA}},
-        }
-    },
-}
-GPU_POD_TEMPLATE_SCHEMA = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
+            "required": ["resources"],
             "properties": {
-                "containers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "allOf": [
-                            CONTAINER_SCHEMA,
-                            {
-                                "type": "object",
-                                "required": ["resources"],
-                                "properties": {
-                                    "resources": {
-                                        "type": "object",
-                                        "required": ["limits"],
-                                        "properties": {"limits": GPU_LIMITS_SCHEMA},
-                                    }
-                                },
-                            },
-                        ]
-                    },
-                }
+                "resources": {"type": "object", "required": ["limits"], "properties": {"limits": GPU_LIMITS_SCHEMA}},
             },
-        }
-    },
-}
+        },
+    ]
+})
+
 RAYJOB_SCHEMA = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
