@@ -66,40 +66,35 @@ def bench_orchestration(quick: bool = False, profile: str | None = None) -> dict
     if profile == "tiny":
         return {"pending": "not run in the tiny profile (it starts Ray several times; see --quick)"}
     work = WORKLOADS["quick" if quick else "full"]
-    rows, notes = [], []
     # the reference runs before and after the run_grid runs; their mean is the denominator, so a
     # slow phase of this shared machine weighs on both sides
     ref_before, n_trials = _in_process(work["args"])
-    rows.append({"what": f"in-process s3core, sequential ({n_trials} trials)", "seconds": ref_before, "ratio": 1.0})
+    runs = {}  # (executor, concurrent) -> (wall seconds, fixed start-up + report seconds)
     for executor in ("train", "direct"):
         for concurrent in (1, 2):
             d = tempfile.mkdtemp(prefix="s3bench-orch-")
             try:
-                wall = _run_grid(d, work["args"], ["--executor", executor, "--max-concurrent", str(concurrent)])
-                fixed = _run_grid(d, work["args"], ["--executor", executor, "--max-concurrent", str(concurrent),
-                                                    "--resume"])
+                flags = ["--executor", executor, "--max-concurrent", str(concurrent)]
+                runs[executor, concurrent] = (_run_grid(d, work["args"], flags),
+                                              _run_grid(d, work["args"], [*flags, "--resume"]))
             finally:
                 shutil.rmtree(d, ignore_errors=True)
-            rows.append({"what": f"run_grid --executor {executor}, {concurrent} at a time: wall", "seconds": wall,
-                         "ratio": wall / ref_before})
-            rows.append({"what": f"  same, less the fixed start-up + report ({fixed:.1f} s, from a --resume with "
-                                 "nothing left to run)", "seconds": wall - fixed, "ratio": (wall - fixed) / ref_before})
     ref_after, _ = _in_process(work["args"])
     ref = (ref_before + ref_after) / 2
-    rows[0] = {"what": f"in-process s3core, sequential ({n_trials} trials): mean of a run before "
-                       f"({ref_before:.1f} s) and after ({ref_after:.1f} s) the run_grid runs", "seconds": ref, "ratio": 1.0}
-    for r in rows[1:]:
+
+    rows = [{"what": f"in-process s3core, sequential ({n_trials} trials): mean of a run before "
+                     f"({ref_before:.1f} s) and after ({ref_after:.1f} s) the run_grid runs", "seconds": ref}]
+    for (executor, concurrent), (wall, fixed) in runs.items():
+        rows.append({"what": f"run_grid --executor {executor}, {concurrent} at a time: wall", "seconds": wall})
+        rows.append({"what": f"  same, less the fixed start-up + report ({fixed:.1f} s, from a --resume with "
+                             "nothing left to run)", "seconds": wall - fixed})
+    for r in rows:
         r["ratio"] = r["seconds"] / ref
-    by = {r["what"]: r for r in rows}
 
-    def get(executor, concurrent, net=False):
-        key = f"run_grid --executor {executor}, {concurrent} at a time: wall"
-        i = rows.index(by[key])
-        return rows[i + 1]["seconds"] if net else by[key]["seconds"]
-
+    notes = []
     for executor in ("train", "direct"):
-        seq_ratio = get(executor, 1, net=True) / ref
-        speedup = ref / get(executor, 2, net=True)
+        seq_ratio = (runs[executor, 1][0] - runs[executor, 1][1]) / ref
+        speedup = ref / (runs[executor, 2][0] - runs[executor, 2][1])
         notes.append(f"{executor}: sequential overhead {seq_ratio:.2f}x the in-process time without start-up "
                      f"(target <= 1.15: {'met' if seq_ratio <= 1.15 else 'missed'}); 2 at a time vs in-process "
                      f"sequential: {speedup:.2f}x speed-up (target >= 1.6: {'met' if speedup >= 1.6 else 'missed'}).")
