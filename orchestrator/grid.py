@@ -121,7 +121,7 @@ def plan_execution(args, cluster: dict) -> Execution:
     else:
         workers, gpus_per_worker = args.workers_per_trial, gpus
     if getattr(args, "executor", "train") == "direct" and workers > 1:
-        raise GridError(f"--executor direct runs one process per trial; use --executor train for "
+        raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
                         f"{workers} workers per trial (DDP)")
     if args.max_concurrent:
         concurrent = args.max_concurrent
