@@ -1,24 +1,41 @@
-"""The names the orchestrator writes to MLflow and the report reads back: one place, both sides.
+"""The MLflow layout as a two-way codec: what the orchestrator writes, and how it is read back.
+
+Whatever goes in comes back out unchanged, or is refused on the way in (DESIGN.md: "a codec is
+two-way and exact"). The writer (tracking.MlflowTrialLogger) and the readers (the report,
+resweep, the tests) use only the functions here.
 
 Layout
 ------
 - Experiment: ``s3-<benchmark>`` unless ``--experiment`` names one.
-- Parent run (one per ``run_grid.py`` invocation; reused by ``--resume``):
+- Parent run (one per grid and benchmark; reused by ``--resume``):
   tags ``s3.role=parent``, ``s3.grid_id``, ``s3.preset``, ``s3.benchmark``, ``s3.code_version``.
   Report artifacts go under ``report/``.
 - Child run (one per trial), ``mlflow.parentRunId`` = the parent's run id:
   tags ``s3.role=trial``, ``s3.trial_key`` (stable hash of the trial config; the resume key),
-  ``s3.method`` (one of METHODS), ``s3.preset``, ``s3.benchmark``, ``s3.seed``, ``s3.code_version``,
-  and on failure ``s3.failure_reason``.
-  params: every field of the trial config (chi, rho, batch_size, lambda_*, tau, lr, epochs, seed...).
+  ``s3.method`` (a name of s3core.methods), ``s3.preset``, ``s3.benchmark``, ``s3.seed``,
+  ``s3.code_version``, and on failure ``s3.failure_reason``.
+  params: every field of the config the method trains with, plus method/benchmark/preset.
   metrics:
-    - per-epoch losses, ``<stage>/<name>`` with step = global epoch index (STAGE_PREFIXES);
-    - the curve: CURVE_METRICS with step = round(100 * p), so the MLflow chart of ``valid_acc``
-      against step is the accuracy-vs-keep-ratio curve;
-    - summary scalars SUMMARY_METRICS (no step).
+    - per-epoch metrics, ``<stage>/<name>`` with step = the trial's global epoch index; every
+      numeric metric s3core reports for an epoch is logged (no list to keep in step);
+    - the curve: CURVE_METRICS and ``keep_ratio`` itself at step = curve_step(p) = p in per
+      mille (p = 0.3 -> step 300), so the chart of ``valid_acc`` against ``keep_ratio`` (or
+      against step) is the accuracy-vs-keep-ratio curve. s3core refuses a p finer than 1/1000
+      (config.KEEP_RATIO_RESOLUTION), so every p survives exactly;
+    - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
+      computed once by s3core (pipeline.summarize); the report reads it, never recomputes it.
   artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``.
 """
 from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from s3core.config import KEEP_RATIO_RESOLUTION, ConfigError
+from s3core.methods import METHOD_NAMES as METHODS
+from s3core.pipeline import SUMMARY_METRICS
 
 TAG_ROLE = "s3.role"
 ROLE_PARENT = "parent"
@@ -33,29 +50,93 @@ TAG_CODE_VERSION = "s3.code_version"
 TAG_FAILURE = "s3.failure_reason"
 TAG_PARENT = "mlflow.parentRunId"
 
-# s3: the full method; s3_no_select: Stage 1 then 3 (the paper's ablation);
-# clip: dense encoders, cross-modal InfoNCE only; supervised: dense, trained on labels (upper bound).
-METHODS = ("s3", "s3_no_select", "clip", "supervised")
-
+EXPERIMENT_PREFIX = "s3-"
 STAGE_PREFIXES = ("special", "select", "supervised")
+KEEP_RATIO_METRIC = "keep_ratio"
 CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
-CURVE_COLUMNS = ("keep_ratio",) + CURVE_METRICS
-SUMMARY_METRICS = (
-    "best_keep_ratio",      # p chosen on the validation split
-    "best_valid_acc",
-    "test_acc_at_best",     # test accuracy at the validation-chosen p
-    "test_f1_at_best",
-    "test_acc_no_prune",    # p = 1.0
-    "valid_acc_no_prune",
-)
+CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
+CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction", "embed_s")   # in curve.csv when the trial reports them
 CURVE_ARTIFACT_DIR = "curve"
 REPORT_ARTIFACT_DIR = "report"
 
+__all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",
+           "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv"]
 
-def curve_step(keep_ratio: float) -> int:
-    """The MLflow step under which the curve point for keep-ratio p is logged."""
-    return int(round(100 * keep_ratio))
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else an absolute SQLite store in the working directory (MLflow 3 refuses
+    a relative ./mlruns file store)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def experiment_name(benchmark: str, explicit: str | None = None) -> str:
-    return explicit or f"s3-{benchmark}"
+    return explicit or f"{EXPERIMENT_PREFIX}{benchmark}"
+
+
+def curve_step(keep_ratio: float) -> int:
+    """The MLflow step of the curve point for keep-ratio p: p in units of 1/KEEP_RATIO_RESOLUTION.
+
+    Raises ConfigError for a p that the step cannot hold exactly (s3core's config validation
+    refuses such a p before any trial starts)."""
+    step = round(keep_ratio * KEEP_RATIO_RESOLUTION)
+    if abs(step - keep_ratio * KEEP_RATIO_RESOLUTION) > 1e-6 or not 0 < step <= KEEP_RATIO_RESOLUTION:
+        raise ConfigError(f"keep-ratio {keep_ratio!r} is not a multiple of 1/{KEEP_RATIO_RESOLUTION} in (0, 1]; "
+                          f"round it to {1 / KEEP_RATIO_RESOLUTION:g}")
+    return step
+
+
+def epoch_metric_key(stage: str, name: str) -> str:
+    return f"{stage}/{name}"
+
+
+def curve_metrics(curve: list[dict]) -> list[tuple[str, float, int]]:
+    """(key, value, step) for every curve point: CURVE_METRICS and the keep-ratio itself."""
+    steps = [curve_step(row[KEEP_RATIO_METRIC]) for row in curve]
+    if len(set(steps)) != len(steps):
+        raise ConfigError(f"the curve repeats a keep-ratio: {[row[KEEP_RATIO_METRIC] for row in curve]}")
+    return [(key, float(row[key]), step) for row, step in zip(curve, steps)
+            for key in CURVE_COLUMNS if key in row]
+
+
+def _latest_by_step(history) -> dict[int, float]:
+    """step -> value; a step logged twice (a resumed trial) keeps its latest value."""
+    latest: dict[int, tuple[int, float]] = {}
+    for metric in history:
+        if metric.step not in latest or metric.timestamp >= latest[metric.step][0]:
+            latest[metric.step] = (metric.timestamp, metric.value)
+    return {step: value for step, (_, value) in latest.items()}
+
+
+def read_curve(client, run_id: str) -> list[dict]:
+    """The curve a run logged, one dict per keep-ratio (CURVE_COLUMNS present), p descending.
+
+    The keep-ratio is the logged ``keep_ratio`` metric where there is one (exact), else
+    step / KEEP_RATIO_RESOLUTION (runs logged before the metric existed)."""
+    columns = {key: _latest_by_step(client.get_metric_history(run_id, key)) for key in CURVE_COLUMNS}
+    steps = sorted(set().union(*(columns[k] for k in CURVE_METRICS)), reverse=True)
+    rows = []
+    for step in steps:
+        row = {KEEP_RATIO_METRIC: columns[KEEP_RATIO_METRIC].get(step, step / KEEP_RATIO_RESOLUTION)}
+        row.update({key: columns[key][step] for key in CURVE_METRICS if step in columns[key]})
+        rows.append(row)
+    return rows
+
+
+def read_summary(run) -> dict:
+    """The summary a finished trial logged (SUMMARY_METRICS found on the run)."""
+    return {key: run.data.metrics[key] for key in SUMMARY_METRICS if key in run.data.metrics}
+
+
+def curve_csv(curve: list[dict]) -> str:
+    buf = io.StringIO()
+    cols = list(CURVE_COLUMNS) + [c for c in CURVE_EXTRA_COLUMNS if curve and c in curve[0]]
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in curve:
+        writer.writerow({k: repr(float(row[k])) for k in cols if k in row})
+    return buf.getvalue()
+
+
+def parse_curve_csv(text: str) -> list[dict]:
+    """curve_csv's inverse: floats written with repr() read back bit-identical."""
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]

@@ -13,7 +13,8 @@ import time
 
 from s3core.config import ConfigError, S3Config
 from s3core.data import BENCHMARKS, DataError, SyntheticConfig, load_benchmark
-from s3core.pipeline import METHODS, run_trial
+from s3core.methods import METHOD_NAMES as METHODS
+from s3core.pipeline import run_trial
 
 
 def _literal(raw: str):

@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+# A swept keep-ratio is a multiple of 1/KEEP_RATIO_RESOLUTION: tracking stores p as an integer
+# step (p in per mille), so a finer p could not come back exactly and is refused instead.
+KEEP_RATIO_RESOLUTION = 1000
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
 
 
@@ -18,14 +21,17 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """Fine-grained MoE FFN (Ludziejewski et al. 2024): N_expert = chi * rho experts of width d_ff / chi."""
+    """Fine-grained MoE FFN (Ludziejewski et al. 2024): N_expert = chi * rho experts of width d_ff / chi.
+
+    The one home of these fields' defaults: S3Config takes its MoE fields from here by name, and
+    `S3Config.moe()` builds this from them."""
 
     d_model: int = 64
     d_ff: int = 256          # hidden width of the dense FFN this MoE matches in active parameters
     chi: int = 4             # granularity; the paper's grid is {2, 4, 8}
     rho: int = 4             # expansion ratio
     top_k: int | None = None  # None -> chi, so each token activates exactly d_ff hidden units
-    dispatch: str = "auto"   # auto | grouped_mm | loop (loop is the slow per-expert reference)
+    dispatch: str = "auto"   # auto | fused | grouped_mm | loop (loop is the slow per-expert reference)
     # L_aux = balance * load_balance + local_entropy * H_local - global_entropy * H_global
     aux_balance: float = 1.0
     aux_local_entropy: float = 0.1
@@ -63,20 +69,20 @@ class S3Config:
     """Everything one S3 run needs. Defaults are a small model that trains on the synthetic
     benchmark in well under a minute on a 2-core CPU; the paper's grid overrides chi/batch_size."""
 
-    # --- encoders (one per modality, same shape) ---
-    d_model: int = 64
+    # --- encoders (one per modality, same shape); MoE fields and defaults come from MoEConfig ---
+    d_model: int = MoEConfig.d_model
     n_layers: int = 1
     n_heads: int = 4
-    d_ff: int = 256
-    chi: int = 4
-    rho: int = 4
-    top_k: int | None = None
+    d_ff: int = MoEConfig.d_ff
+    chi: int = MoEConfig.chi
+    rho: int = MoEConfig.rho
+    top_k: int | None = MoEConfig.top_k
     proj_dim: int = 64              # size of each z_m
     dropout: float = 0.0
-    dispatch: str = "auto"
-    aux_balance: float = 1.0
-    aux_local_entropy: float = 0.1
-    aux_global_entropy: float = 0.1
+    dispatch: str = MoEConfig.dispatch
+    aux_balance: float = MoEConfig.aux_balance
+    aux_local_entropy: float = MoEConfig.aux_local_entropy
+    aux_global_entropy: float = MoEConfig.aux_global_entropy
     # --- Stage 1: L_special = rep * L_rep + dsc * L_dsc + aux * L_aux ---
     lambda_rep: float = 1.0
     lambda_dsc: float = 1.0
@@ -107,10 +113,7 @@ class S3Config:
     bf16: bool = False              # bf16 autocast on CUDA
 
     def moe(self) -> MoEConfig:
-        return MoEConfig(d_model=self.d_model, d_ff=self.d_ff, chi=self.chi, rho=self.rho,
-                         top_k=self.top_k, dispatch=self.dispatch, aux_balance=self.aux_balance,
-                         aux_local_entropy=self.aux_local_entropy,
-                         aux_global_entropy=self.aux_global_entropy)
+        return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
 
     def replace(self, **changes) -> "S3Config":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -140,6 +143,11 @@ class S3Config:
             raise ConfigError("keep_ratios is empty; give at least one p in (0, 1]")
         for p in self.keep_ratios:
             check_keep_ratio(p)
+            if abs(p * KEEP_RATIO_RESOLUTION - round(p * KEEP_RATIO_RESOLUTION)) > 1e-6:
+                raise ConfigError(f"keep-ratio {p!r} is finer than 1/{KEEP_RATIO_RESOLUTION}; round it to "
+                                  f"{1 / KEEP_RATIO_RESOLUTION:g} (e.g. {round(p, 3)})")
+        if len(set(self.keep_ratios)) != len(self.keep_ratios):
+            raise ConfigError(f"keep_ratios repeats a value: {list(self.keep_ratios)}; list each p once")
         for name in ("tau", "lr", "lr_select"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -173,5 +181,5 @@ def config_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(S3Config))
 
 
-__all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "check_keep_ratio",
+__all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "KEEP_RATIO_RESOLUTION", "check_keep_ratio",
            "config_fields"]

@@ -98,12 +98,16 @@ class ModalityEncoder(nn.Module):
 class S3Model(nn.Module):
     """One encoder per modality. forward maps {name: (x, mask)} -> {name: EncoderOutput}."""
 
-    def __init__(self, dims: dict[str, int], seq_lens: dict[str, int], cfg: S3Config):
+    def __init__(self, dims: dict[str, int], seq_lens: dict[str, int], cfg: S3Config,
+                 task_head: nn.Module | None = None):
+        """task_head: a module on [z_1, ..., z_M] that a method trains with the encoders (the
+        supervised control's linear classifier); None for the self-supervised methods."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.modalities = tuple(dims)
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], seq_lens[m], cfg) for m in dims})
+        self.task_head = task_head
 
     def forward(self, inputs: dict[str, tuple[Tensor, Tensor]], keep_ratio: float = 1.0) -> dict[str, EncoderOutput]:
         return {m: self.encoders[m](*inputs[m], keep_ratio=keep_ratio) for m in self.modalities}

@@ -1,14 +1,4 @@
-"""One trial: a method's stages in order, with resume, returning its history and curve.
-
-Methods (the baselines use encoders with equal active parameters: a dense FFN of width d_ff is
-the MoE with chi = rho = top_k = 1, whose single gate is always 1):
-- ``s3``: Stage 1 -> Stage 2 -> Stage 3 sweep.
-- ``s3_no_select``: Stage 1 -> Stage 3 (the paper's ablation without Selection).
-- ``clip``: dense encoders trained with cross-modal InfoNCE only, probed at p = 1.
-  The baselines train for epochs_special + epochs_select epochs: the same budget as S3.
-- ``supervised``: dense encoders + a linear head trained on the labels (an upper bound), probed
-  at p = 1 on the frozen z like every other method.
-"""
+"""One trial: a method's stages in order (s3core.methods), with resume, returning its history and curve."""
 from __future__ import annotations
 
 import time
@@ -20,34 +10,20 @@ from torch import nn
 from s3core.config import ConfigError, S3Config
 from s3core.data.base import Benchmark, DataError
 from s3core.encoder import S3Model
-from s3core.stages import (EpochEnd, OnEpoch, choose_on_valid, select, sparsify, specialize, supervised_loss,
-                           train_stage)
+from s3core.methods import METHOD_NAMES as METHODS
+from s3core.methods import get_method
+from s3core.stages import EpochEnd, OnEpoch, choose_on_valid, run_stage, sparsify
 from s3core.tensors import BenchmarkTensors, to_tensors
-
-METHODS = ("s3", "s3_no_select", "clip", "supervised")
 
 
 def method_config(cfg: S3Config, method: str) -> S3Config:
     """The config a method actually trains with."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    if method in ("clip", "supervised"):
-        # the same number of training epochs as S3's two stages: an equal budget, not only equal width
-        changes = dict(chi=1, rho=1, top_k=None, keep_ratios=(1.0,), lambda_aux=0.0,
-                       epochs_special=cfg.epochs_special + cfg.epochs_select, epochs_select=0)
-        if method == "clip":
-            changes["lambda_rep"] = 0.0
-        return cfg.replace(**changes)
-    return cfg
+    return get_method(method).config(cfg)
 
 
 def method_stages(method: str, cfg: S3Config) -> list[tuple[str, int]]:
     """(stage name, epochs) in order, the training stages only; Stage 3 always follows."""
-    if method == "s3":
-        return [("special", cfg.epochs_special), ("select", cfg.epochs_select)]
-    if method == "supervised":
-        return [("supervised", cfg.epochs_special)]
-    return [("special", cfg.epochs_special)]
+    return [(stage.name, stage.epochs(cfg)) for stage in get_method(method).stages]
 
 
 @dataclass
@@ -60,8 +36,19 @@ class TrialResult:
     seconds: float = 0.0
 
 
+# The summary of a curve, computed here once: MLflow stores it and the report reads it back.
+SUMMARY_METRICS = (
+    "best_keep_ratio",      # p chosen on the validation split (ties: the larger p)
+    "best_valid_acc",
+    "test_acc_at_best",     # test accuracy at the validation-chosen p
+    "test_f1_at_best",
+    "test_acc_no_prune",    # p = 1.0
+    "valid_acc_no_prune",
+)
+
+
 def summarize(curve: list[dict]) -> dict:
-    """Summary scalars: p chosen on validation, and the unpruned point."""
+    """Summary scalars (SUMMARY_METRICS): p chosen on validation, and the unpruned point."""
     best = choose_on_valid(curve)
     out = {"best_keep_ratio": best["keep_ratio"], "best_valid_acc": best["valid_acc"],
            "test_acc_at_best": best["test_acc"], "test_f1_at_best": best["test_f1"]}
@@ -74,10 +61,9 @@ def summarize(curve: list[dict]) -> dict:
 
 def build_model(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    model = S3Model(data.dims, data.seq_lens, cfg)
-    if method == "supervised":
-        model.sup_head = nn.Linear(len(data.modalities) * cfg.proj_dim, data.num_classes)
-    return model
+    make_head = get_method(method).head
+    head = make_head(len(data.modalities) * cfg.proj_dim, data.num_classes) if make_head else None
+    return S3Model(data.dims, data.seq_lens, cfg, task_head=head)
 
 
 def check_fits(data: BenchmarkTensors, cfg: S3Config) -> None:
@@ -122,28 +108,22 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         if on_epoch is not None:
             on_epoch(ev)
 
-    stages = method_stages(method, cfg)
-    names = [s for s, _ in stages]
+    stages = get_method(method).stages
+    names = [stage.name for stage in stages]
     if done_stage is not None and done_stage not in names:
         raise DataError(f"checkpoint is from stage {done_stage!r}, which method {method!r} does not have; "
                         "delete the checkpoint or resume with the method that wrote it")
-    for stage, epochs in stages:
+    for stage in stages:
         start, opt_state = 0, None
         if done_stage is not None:
-            if names.index(stage) < names.index(done_stage):
+            if names.index(stage.name) < names.index(done_stage):
                 continue
-            if stage == done_stage:
+            if stage.name == done_stage:
                 start, opt_state = done_epoch + 1, resume.get("optimizer")
-                if start >= epochs:
+                if start >= stage.epochs(cfg):
                     continue
-        kw = dict(start_epoch=start, optimizer_state=opt_state, on_epoch=record, progress=progress)
-        if stage == "special":
-            specialize(model, data, cfg, **kw)
-        elif stage == "select":
-            select(model, data, cfg, **kw)
-        else:
-            train_stage("supervised", model, data, cfg, loss_fn=supervised_loss,
-                        params=list(model.parameters()), lr=cfg.lr, epochs=epochs, **kw)
+        run_stage(stage, model, data, cfg, start_epoch=start, optimizer_state=opt_state, on_epoch=record,
+                  progress=progress)
     curve = sparsify(_unwrap(model), data, cfg, progress=progress)
     return TrialResult(method, cfg.to_dict(), history, curve, summarize(curve), time.perf_counter() - t0)
 
@@ -159,5 +139,5 @@ def checkpoint_state(ev: EpochEnd) -> dict:
             "torch_rng": torch.get_rng_state()}
 
 
-__all__ = ["METHODS", "TrialResult", "run_trial", "method_config", "method_stages", "summarize",
+__all__ = ["METHODS", "SUMMARY_METRICS", "TrialResult", "run_trial", "method_config", "method_stages", "summarize",
            "build_model", "checkpoint_state"]

@@ -172,23 +172,65 @@ def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
         offset += n
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: its loss, which parameters train, and the config fields that set its
+    learning rate and length. Methods (s3core.methods) are sequences of these.
+
+    Args:
+        name: the stage's name in histories, checkpoints and MLflow metric keys (``special/loss``).
+        loss: (model, data, cfg, batch indices, generator) -> (total loss, {part: scalar}).
+        trains: parameter name -> whether it trains in this stage (the rest stay bit-identical).
+        lr_field, epochs_field: S3Config fields giving the learning rate and the epoch count.
+    """
+
+    name: str
+    loss: Callable
+    trains: Callable[[str], bool]
+    lr_field: str
+    epochs_field: str
+
+    def epochs(self, cfg: S3Config) -> int:
+        return getattr(cfg, self.epochs_field)
+
+
+def _every_param(name: str) -> bool:
+    return True
+
+
+def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """The supervised control: cross-entropy of the model's task head on [z_1, ..., z_M]."""
+    inputs, labels = data["train"].batch(idx)
+    outs = model(standardise(inputs, data))
+    logits = model.task_head(torch.cat([outs[m].z for m in data.modalities], 1))
+    return F.cross_entropy(logits, labels), {}
+
+
+# Stage 1 trains everything with L_special; Stage 2 only the routers W_g with L_select.
+SPECIALIZATION = Stage("special", special_loss, _every_param, "lr", "epochs_special")
+SELECTION = Stage("select", select_loss, is_router_param, "lr_select", "epochs_select")
+SUPERVISED = Stage("supervised", supervised_loss, _every_param, "lr", "epochs_special")
+
+
+def run_stage(stage: Stage, model: nn.Module, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
+    """Train `stage.trains` parameters with `stage.loss`; the others are frozen, then unfrozen."""
+    names = set(set_trainable(model, stage.trains))
+    params = [p for n, p in model.named_parameters() if n in names]
+    try:
+        return train_stage(stage.name, model, data, cfg, loss_fn=stage.loss, params=params,
+                           lr=getattr(cfg, stage.lr_field), epochs=stage.epochs(cfg), **kw)
+    finally:
+        set_trainable(model, _every_param)
+
+
 def specialize(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
     """Stage 1: train every parameter with L_special for cfg.epochs_special epochs."""
-    set_trainable(model, lambda name: True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    return train_stage("special", model, data, cfg, loss_fn=special_loss, params=params, lr=cfg.lr,
-                       epochs=cfg.epochs_special, **kw)
+    return run_stage(SPECIALIZATION, model, data, cfg, **kw)
 
 
 def select(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
     """Stage 2: train only the routers W_g with L_select; every other parameter stays bit-identical."""
-    names = set(set_trainable(model, is_router_param))
-    params = [p for n, p in model.named_parameters() if n in names]
-    try:
-        return train_stage("select", model, data, cfg, loss_fn=select_loss, params=params,
-                           lr=cfg.lr_select, epochs=cfg.epochs_select, **kw)
-    finally:
-        set_trainable(model, lambda name: True)
+    return run_stage(SELECTION, model, data, cfg, **kw)
 
 
 def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
@@ -213,11 +255,3 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
 def choose_on_valid(curve: list[dict]) -> dict:
     """The curve point with the best validation accuracy (ties: the larger p, i.e. less pruning)."""
     return max(curve, key=lambda r: (r["valid_acc"], r["keep_ratio"]))
-
-
-def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """The supervised upper bound: cross-entropy of a linear head on [z_1, ..., z_M]."""
-    inputs, labels = data["train"].batch(idx)
-    outs = model(standardise(inputs, data))
-    logits = model.sup_head(torch.cat([outs[m].z for m in data.modalities], 1))
-    return F.cross_entropy(logits, labels), {}
