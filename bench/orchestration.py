@@ -32,17 +32,17 @@ WORKLOADS = {
 
 def _in_process(workload_args: list[str]) -> tuple[float, int]:
     """The grid's trials run one after another in this process, through s3core only."""
-    from orchestrator.cli import build_parser
-    from orchestrator.grid import grid_trials
+    from orchestrator.cli import build_parser, overrides_from_args
+    from orchestrator.plan import make_plan
     from s3core.data import SyntheticConfig, load_benchmark
     from s3core.pipeline import run_trial
     from search_spaces import load_preset
 
     args = build_parser().parse_args(workload_args)
-    preset = load_preset(args.preset)
+    plan = make_plan(load_preset(args.preset), overrides_from_args(args))
     t0 = time.perf_counter()
-    bench = load_benchmark("synthetic", synthetic=SyntheticConfig(**{**preset["synthetic"], **(args.synthetic or {})}))
-    trials = grid_trials(preset, preset["benchmarks"], preset["seeds"], dict(args.set or {}), args.grid)
+    bench = load_benchmark("synthetic", synthetic=SyntheticConfig(**plan.data.synthetic))
+    trials = plan.trials()
     for spec in trials:
         run_trial(bench, spec.s3_config(), spec.method, progress=False)
     return time.perf_counter() - t0, len(trials)

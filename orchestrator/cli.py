@@ -25,7 +25,7 @@ class _KeyValue(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator.grid import default_tracking_uri
+    from orchestrator.mlflow_layout import default_tracking_uri
     from search_spaces import PRESETS
 
     p = argparse.ArgumentParser(
@@ -86,15 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def overrides_from_args(args: argparse.Namespace):
+    """The parsed flags as a plan.Overrides (one field per flag)."""
+    from orchestrator.plan import Overrides
+
+    def tup(v):
+        return tuple(v) if v is not None else None
+
+    return Overrides(
+        benchmarks=tup(args.benchmark), data_dir=args.data_dir, modalities=tup(args.modalities),
+        label_rule=args.label_rule, seeds=tup(args.seeds), set=dict(args.set or {}), grid=dict(args.grid or {}),
+        synthetic=dict(args.synthetic or {}), epochs=args.epochs, num_samples=args.num_samples,
+        seed_search=args.seed_search, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        report_dir=args.report_dir, storage_path=args.storage_path, resume=args.resume, verbose=args.verbose,
+        # on a cluster head (ray submit), RAY_ADDRESS points at the running cluster
+        ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_concurrent=args.max_concurrent,
+        gpus_per_trial=args.gpus_per_trial, executor=args.executor, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
+
+
 def main(argv=None) -> int:
     from orchestrator.errors import user_errors
 
     args = build_parser().parse_args(argv)
-    # on a cluster head (ray submit), RAY_ADDRESS points at the running cluster
-    args.ray_address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     with user_errors():
         from orchestrator.grid import run
-        return run(args)
+        from orchestrator.plan import make_plan
+        from search_spaces import load_preset
+
+        return run(make_plan(load_preset(args.preset), overrides_from_args(args))).exit_code
     return 2
 
 

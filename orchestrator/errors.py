@@ -9,7 +9,7 @@ def user_error_types() -> tuple[type, ...]:
     from s3core.config import ConfigError
     from s3core.data.base import DataError
 
-    from orchestrator.grid import GridError
+    from orchestrator.plan import GridError
     from search_spaces import PresetError
     types = [ConfigError, DataError, GridError, PresetError]
     try:

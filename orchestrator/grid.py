@@ -1,141 +1,42 @@
-"""Run a preset's trials through Ray Tune (grid or Optuna) and track them in MLflow.
+"""Carry out a Plan: Ray Tune (grid or Optuna) over trials, tracked in MLflow, ending in a report.
 
-Flow: parse -> check resources -> load each benchmark once in the driver and put it in the
-object store (every node reads it from there: once per node, not once per trial) -> find or
-create the MLflow parent run -> skip trials already FINISHED (resume) -> Tuner.fit -> report.
+Flow: connect to MLflow (checked before anything is written) -> load each benchmark once in the
+driver and put it in the object store (every node reads it from there: once per node, not once
+per trial) -> start or join Ray and size the trials -> per benchmark: find or create the MLflow
+parent run, skip what already FINISHED (resume), Tuner.fit, report.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from orchestrator import mlflow_layout as L
-from orchestrator.trial import TrialSpec
-
-RAY_ADDRESS_ENV = "RAY_ADDRESS"
-
-
-class GridError(RuntimeError):
-    """A grid that cannot start. One line naming the fix."""
+from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_resources, data_fingerprint,
+                               plan_execution, reuse_actors)
 
 
 @dataclasses.dataclass
-class Execution:
-    workers_per_trial: int
-    cpus_per_worker: float
-    gpus_per_worker: float
-    max_concurrent: int
-    storage_path: str
-    max_failures: int
-    grid_id: str = ""              # scopes each trial's Ray Train run (and its checkpoints) to its grid
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+class BenchmarkResult:
+    benchmark: str
+    exit_code: int                 # 0 all finished, 1 some failed, 130 interrupted
+    done: int = 0
+    failed: int = 0
+    parent_run_id: str = ""
+    report_dir: str | None = None
 
 
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+@dataclasses.dataclass
+class GridResult:
+    grid_id: str
+    benchmarks: list[BenchmarkResult]
 
-
-def grid_trials(preset: dict, benchmarks: list[str], seeds: list[int], extra: dict,
-                grid_override: dict | None = None) -> list[TrialSpec]:
-    """The grid preset's trials: s3 over the cross product of `grid`, baselines once per seed
-    ('s3_no_select' is gridded over chi too: it is the ablation of each chi)."""
-    base = {**preset["base"], **extra}
-    grid = {**preset["grid"], **(grid_override or {})}
-    for name, values in grid.items():
-        if not isinstance(values, (list, tuple)) or not values:
-            raise GridError(f"grid field {name!r} needs a non-empty list of values, got {values!r}; "
-                            f"write --grid {name}=[v1,v2]")
-    names = list(grid)
-    trials = []
-    for bench, seed in itertools.product(benchmarks, seeds):
-        for values in itertools.product(*(grid[n] for n in names)):
-            trials.append(TrialSpec(bench, "s3", seed, preset["name"], {**base, **dict(zip(names, values))},
-                                    label_fields=tuple(names)))
-        for method in preset["baselines"]:
-            if method == "s3_no_select" and "chi" in grid:
-                for chi in grid["chi"]:
-                    trials.append(TrialSpec(bench, method, seed, preset["name"], {**base, "chi": chi}))
-            else:
-                trials.append(TrialSpec(bench, method, seed, preset["name"], dict(base)))
-    return trials
-
-
-def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, search_samples,
-            data_fingerprints: dict | None = None) -> str:
-    """Identifies a grid: the same flags on the same data give the same id (that is what --resume
-    finds); other data (another synthetic label, another file) give another id, so checkpoints
-    and MLflow runs of one never stand in for the other."""
-    canon = json.dumps({"preset": preset_name, "benchmarks": list(benchmarks), "seeds": list(seeds),
-                        "extra": extra, "synthetic": synthetic, "samples": search_samples,
-                        "data": data_fingerprints or {}}, sort_keys=True, default=str)
-    return hashlib.sha1(canon.encode()).hexdigest()[:12]
-
-
-def data_fingerprint(bench) -> str:
-    """A cheap content hash of a Benchmark: every label, every shape, and a strided sample of rows."""
-    import numpy as np
-
-    h = hashlib.sha1()
-    h.update(json.dumps([bench.name, list(bench.modalities), bench.num_classes]).encode())
-    for split_name in sorted(bench.splits):
-        split = bench.splits[split_name]
-        h.update(np.ascontiguousarray(split.labels).tobytes())
-        for m in bench.modalities:
-            x = split.features[m]
-            h.update(str(x.shape).encode())
-            h.update(np.ascontiguousarray(x[:: max(1, len(x) // 64)]).tobytes())
-    return h.hexdigest()[:16]
-
-
-def check_resources(execution: Execution, cluster: dict) -> None:
-    """Fail before any trial waits in PENDING forever for resources the cluster lacks."""
-    need_cpu = execution.workers_per_trial * execution.cpus_per_worker + 0.01
-    need_gpu = execution.workers_per_trial * execution.gpus_per_worker
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if need_gpu > 0 and have_gpu < need_gpu:
-        raise GridError(f"a trial needs {need_gpu:g} GPU but the Ray cluster has {have_gpu:g}; drop "
-                        "--gpus-per-trial (CPU-only works) or connect to a cluster with GPUs")
-    if need_cpu > have_cpu + 1e-9:
-        raise GridError(f"a trial needs {need_cpu:g} CPU ({execution.workers_per_trial} workers x "
-                        f"{execution.cpus_per_worker:g}) but the Ray cluster has {have_cpu:g}; lower "
-                        "--workers-per-trial or --cpus-per-worker")
-
-
-def plan_execution(args, cluster: dict) -> Execution:
-    have_cpu = cluster.get("CPU", 1.0)
-    gpus = args.gpus_per_trial or 0.0
-    if gpus > 1:
-        if gpus != int(gpus):
-            raise GridError(f"--gpus-per-trial {gpus:g}: above 1 it must be a whole number of GPUs "
-                            "(one DDP worker each)")
-        workers, gpus_per_worker = int(gpus), 1.0
-    else:
-        workers, gpus_per_worker = args.workers_per_trial, gpus
-    if getattr(args, "executor", "train") == "direct" and workers > 1:
-        raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
-                        f"{workers} workers per trial (DDP)")
-    if args.max_concurrent:
-        concurrent = args.max_concurrent
-    elif gpus_per_worker > 0:
-        concurrent = max(1, int(cluster.get("GPU", 0) / (workers * gpus_per_worker)))
-    else:
-        concurrent = max(1, int(have_cpu // workers))
-    if args.cpus_per_worker:
-        cpus = args.cpus_per_worker
-    else:
-        # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
-        cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
-    storage = args.storage_path or str(Path.cwd().resolve() / "s3_runs")
-    return Execution(workers, cpus, gpus_per_worker, concurrent, storage, args.max_failures)
+    @property
+    def exit_code(self) -> int:
+        codes = [b.exit_code for b in self.benchmarks]
+        return 130 if 130 in codes else max(codes, default=0)
 
 
 def connect_mlflow(uri: str):
@@ -164,166 +65,122 @@ def connect_mlflow(uri: str):
     return MlflowClient(uri)
 
 
-def load_data(benchmarks, args, preset) -> dict:
+def load_data(plan: Plan) -> dict:
     from s3core.data import SyntheticConfig, load_benchmark
 
     out = {}
-    for name in benchmarks:
-        synthetic = SyntheticConfig(**{**preset.get("synthetic", {}), **(args.synthetic or {})}) \
-            if name == "synthetic" else None
+    for name in plan.data.benchmarks:
+        synthetic = SyntheticConfig(**plan.data.synthetic) if name == "synthetic" else None
         t0 = time.perf_counter()
-        out[name] = load_benchmark(name, data_dir=args.data_dir, modalities=args.modalities,
-                                   label_rule=args.label_rule, synthetic=synthetic)
-        b = out[name]
+        out[name] = b = load_benchmark(name, data_dir=plan.data.data_dir, modalities=plan.data.modalities,
+                                       label_rule=plan.data.label_rule, synthetic=synthetic)
         print(f"loaded {name}: {len(b['train'])}/{len(b['valid'])}/{len(b['test'])} samples, modalities "
               + ", ".join(f"{m} {b.seq_lens[m]}x{b.dims[m]}" for m in b.modalities)
               + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
     return out
 
 
-def run(args) -> int:
-    """The body of run_grid.py. Returns the exit code."""
-    import ray
-    from ray import tune
-
-    from orchestrator.trial import tune_trial
-    from search_spaces import load_preset
-
-    preset = load_preset(args.preset)
-    benchmarks = args.benchmark or preset["benchmarks"]
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    extra = dict(args.set or {})
-    if args.epochs is not None:
-        extra["epochs_special"] = args.epochs
-    search = preset.get("search")
-    num_samples = (args.num_samples or search["num_samples"]) if search else None
-    if search is not None and args.grid:
-        raise GridError(f"--grid does not apply to the {preset['name']} preset, which samples with Optuna; "
-                        "use --set for fixed values")
-
-    # validate every trial config before any process starts or any run is written
-    if search is None:
-        trials = grid_trials(preset, benchmarks, seeds, extra, args.grid)
-        for t in trials:
-            t.s3_config().validate()
-    else:
-        trials = []
-        TrialSpec(benchmarks[0], "s3", seeds[0], preset["name"], {**preset["base"], **extra}).s3_config().validate()
-    client = connect_mlflow(args.tracking_uri)
-
-    data = load_data(benchmarks, args, preset)
-    for t in trials:
+def _check_batches_fit(plan: Plan, data: dict) -> None:
+    for t in plan.trials():
         n_train = len(data[t.benchmark]["train"])
         if t.s3_config().batch_size > n_train:
             raise GridError(f"batch_size {t.s3_config().batch_size} exceeds the {t.benchmark} train split "
                             f"({n_train} samples); lower the batch size")
 
-    if args.ray_address:
-        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+
+def run(plan: Plan) -> GridResult:
+    """Carry out `plan`; returns per-benchmark outcomes (exit_code: 0, 1 some trials failed, 130)."""
+    import ray
+    from ray import tune
+
+    from orchestrator.executors import TRAINABLES
+
+    client = connect_mlflow(plan.tracking.uri)
+    data = load_data(plan)
+    _check_batches_fit(plan, data)
+
+    req = plan.resources
+    if req.ray_address:
+        ray.init(address=req.ray_address, include_dashboard=False, log_to_driver=False)
     elif not ray.is_initialized():
-        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=req.num_cpus, num_gpus=req.num_gpus, include_dashboard=False,
                  log_to_driver=False)
-    execution = plan_execution(args, ray.cluster_resources())
+    execution = plan_execution(req, ray.cluster_resources())
     check_resources(execution, ray.cluster_resources())
 
-    gid = grid_id(preset["name"], benchmarks, seeds, {**extra, "__grid__": args.grid or {}},
-                  {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples,
-                  {name: data_fingerprint(b) for name, b in data.items()})
-    execution.grid_id = gid
+    gid = plan.grid_id({name: data_fingerprint(b) for name, b in data.items()})
     print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
-    refs = {"data": {name: [ray.put(b)] for name, b in data.items()}, "execution": execution.as_dict()}
-    if args.executor == "direct":
-        from orchestrator.direct import tune_trial_direct
+    refs = {name: [ray.put(b)] for name, b in data.items()}
+    if req.executor == "direct":
         resources = {"cpu": execution.cpus_per_worker, "gpu": execution.gpus_per_worker}
-        trainable = tune.with_resources(tune.with_parameters(tune_trial_direct, data_refs=refs), resources)
     else:
         # the Tune function only drives a TorchTrainer, whose workers hold the real resources
-        trainable = tune.with_resources(tune.with_parameters(tune_trial, data_refs=refs), {"cpu": 0.01})
-    job = dict(args=args, preset=preset, seeds=seeds, extra=extra, search=search, num_samples=num_samples,
-               execution=execution, client=client, gid=gid, trainable=trainable)
-    codes = []
-    for bench in benchmarks:
-        # one MLflow experiment (and parent run) per benchmark, unless --experiment names one
-        code = _run_benchmark(bench, [t for t in trials if t.benchmark == bench],
-                              report_dir=args.report_dir if len(benchmarks) == 1 else
-                              str(Path(args.report_dir) / bench), **job)
-        if code == 130:
-            return code
-        codes.append(code)
-    return max(codes)
+        resources = {"cpu": 0.01}
+    results = []
+    for bench in plan.data.benchmarks:
+        report_dir = plan.tracking.report_dir if len(plan.data.benchmarks) == 1 else \
+            str(Path(plan.tracking.report_dir) / bench)
+        result = _run_benchmark(plan, bench, client, gid, execution, refs, TRAINABLES[req.executor], resources,
+                                report_dir, tune)
+        results.append(result)
+        if result.exit_code == 130:
+            break
+    return GridResult(gid, results)
 
 
-def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_samples, execution, client, gid,
-                   trainable, report_dir) -> int:
-    from ray import tune
+def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict):
+    from orchestrator.tracking import find_parent, get_or_create_experiment
 
-    from orchestrator.report import ReportError, build_report, log_report_to_parent
-    from orchestrator.tracking import (MlflowTrialLogger, code_version, find_parent, get_or_create_experiment,
-                                       trial_runs)
-
-    exp_name = L.experiment_name(bench, args.experiment)
+    exp_name = L.experiment_name(bench, plan.tracking.experiment)
     experiment_id = get_or_create_experiment(client, exp_name)
-    tags = {L.TAG_PRESET: preset["name"], L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
-    parent = find_parent(client, experiment_id, gid) if args.resume else None
-    if args.resume and parent is None:
-        print(f"--resume: no earlier grid {gid} (preset {preset['name']}) in experiment {exp_name}; starting it now",
+    parent = find_parent(client, experiment_id, gid) if plan.tracking.resume else None
+    if plan.tracking.resume and parent is None:
+        print(f"--resume: no earlier grid {gid} (preset {plan.preset.name}) in experiment {exp_name}; starting it now",
               flush=True)
     if parent is None:
-        parent = client.create_run(experiment_id, run_name=f"{preset['name']}-{bench}-{gid}",
+        parent = client.create_run(experiment_id, run_name=f"{plan.preset.name}-{bench}-{gid}",
                                    tags={**tags, L.TAG_ROLE: L.ROLE_PARENT, L.TAG_BENCHMARK: bench})
-        client.log_param(parent.info.run_id, "preset", preset["name"])
+        client.log_param(parent.info.run_id, "preset", plan.preset.name)
     else:
         client.update_run(parent.info.run_id, status="RUNNING")
-    parent_id = parent.info.run_id
-    existing = trial_runs(client, experiment_id, parent_id)
-    finished = {k for k, r in existing.items() if r.info.status == "FINISHED"}
-    if search is None:
-        todo = [t for t in trials if t.key() not in finished]
-        studies = [(None, todo, len(todo))] if todo else []
-        print(f"grid {gid} [{bench}]: {len(trials)} trials, {len(trials) - len(todo)} already finished, {len(todo)} "
-              f"to run (MLflow parent run {parent_id}, experiment {exp_name}, {args.tracking_uri})", flush=True)
-    else:
-        # one Optuna study per (benchmark, seed); on resume only the missing samples run (TPE restarts
-        # its model from scratch: finished samples are kept in MLflow, not fed back)
-        studies = []
-        for seed in seeds:
-            done_here = sum(1 for r in existing.values() if r.info.status == "FINISHED"
-                            and r.data.tags.get(L.TAG_SEED) == str(seed))
-            if num_samples - done_here > 0:
-                studies.append(((bench, seed), None, num_samples - done_here))
-        print(f"search {gid} [{bench}]: {len(seeds)} Optuna stud(ies) x {num_samples} samples, "
-              f"{sum(n for *_, n in studies)} to run (MLflow parent run {parent_id}, experiment {exp_name})",
-              flush=True)
+    return exp_name, experiment_id, parent.info.run_id
 
-    interrupted = False
-    loggers = []
+
+def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, trainable_fn, resources, report_dir,
+                   tune) -> BenchmarkResult:
+    from orchestrator.report import ReportError, build_report, log_report_to_parent
+    from orchestrator.tracking import MlflowTrialLogger, code_version, trial_runs
+
+    tags = {L.TAG_PRESET: plan.preset.name, L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
+    exp_name, experiment_id, parent_id = _open_parent(plan, client, bench, gid, tags)
+    # checkpoints are scoped to this parent run: a fresh grid (no --resume) never replays old ones
+    execution = dataclasses.replace(execution, scope=parent_id)
+    trainable = tune.with_resources(tune.with_parameters(trainable_fn, data_refs={
+        "data": refs, "execution": execution.as_dict()}), resources)
+    existing = trial_runs(client, experiment_id, parent_id)
+    finished = {k: r for k, r in existing.items() if r.info.status == "FINISHED"}
+    studies = plan.studies_of(bench)
+    print(f"grid {gid} [{bench}]: " + "; ".join(s.describe(finished) for s in studies)
+          + f" (MLflow parent run {parent_id}, experiment {exp_name}, {plan.tracking.uri})", flush=True)
+
+    interrupted, loggers = False, []
 
     def handle_sigterm(signum, frame):
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, handle_sigterm)
     try:
-        for study, todo_trials, total in studies:
+        for study in studies:
+            total = _remaining(study, finished)
+            if total == 0:
+                continue
             logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
             loggers.append(logger)
-            run_config = tune.RunConfig(name=f"grid-{gid}-{bench}" + (f"-seed{study[1]}" if study else ""),
-                                        storage_path=execution.storage_path, callbacks=[logger], verbose=args.verbose,
-                                        # train: Ray Train retries inside the trial; direct: Tune does
-                                        failure_config=tune.FailureConfig(
-                                            max_failures=execution.max_failures if args.executor == "direct" else 0))
-            if search is None:
-                tuner = tune.Tuner(trainable,
-                                   param_space={"spec": tune.grid_search([t.to_dict() for t in todo_trials])},
-                                   tune_config=tune.TuneConfig(max_concurrent_trials=execution.max_concurrent,
-                                                               reuse_actors=reuse_actors(args.executor)),
-                                   run_config=run_config)
-            else:
-                tuner = _search_tuner(tune, trainable, search, study, preset, extra, total, execution,
-                                      run_config, args.seed_search, reuse_actors(args.executor))
-            tuner.fit()
+            _tuner(study, plan, tune, trainable, execution, finished, [logger]).fit()
             existing = logger.existing
+            finished = {k: r for k, r in existing.items() if r.info.status == "FINISHED"}
             if logger.done + logger.failed < total:
                 # Tune catches Ctrl-C itself, stops its trials and returns normally: not a finished grid
                 raise KeyboardInterrupt
@@ -342,7 +199,7 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
         client.set_terminated(parent_id, status="KILLED")
         print(f"interrupted: finished trials are safe in MLflow; continue with the same command plus --resume "
               f"(grid {gid})", file=sys.stderr, flush=True)
-        return 130
+        return BenchmarkResult(bench, 130, parent_run_id=parent_id)
 
     done = sum(lg.done for lg in loggers)
     failed = sum(lg.failed for lg in loggers)
@@ -354,17 +211,44 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
         print(f"report: {err}", file=sys.stderr, flush=True)
     client.set_terminated(parent_id, status="FINISHED" if failed == 0 else "FAILED")
     print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
-          f"mlflow ui --backend-store-uri {args.tracking_uri}", flush=True)
-    return 0 if failed == 0 else 1
+          f"mlflow ui --backend-store-uri {plan.tracking.uri}", flush=True)
+    return BenchmarkResult(bench, 0 if failed == 0 else 1, done, failed, parent_id, report_dir)
 
 
-def reuse_actors(executor: str) -> bool:
-    """`direct` trials run in one Ray actor after another instead of a fresh process each, which
-    saves the process start and the torch import (about 3 s a trial on 2 cores, bench section 4).
-    Every direct trial asks for the same resources, which Tune's reuse requires. A trial that
-    raises is not reused: Tune stops that actor. The Train executor gains nothing from it: its
-    cost is the worker group each TorchTrainer starts."""
-    return executor == "direct"
+def _remaining(study, finished: dict) -> int:
+    if isinstance(study, GridStudy):
+        return len(study.todo(finished))
+    return max(0, study.num_samples - len(study.finished_here(finished)))
+
+
+def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callbacks: list):
+    """A Tuner for what is left of `study` (grid: the unfinished trials; Optuna: the missing samples)."""
+    reuse = reuse_actors(plan.resources.executor)
+    run_config = tune.RunConfig(
+        name=f"grid-{execution.scope}-{study.benchmark}{study.suffix}", storage_path=execution.storage_path,
+        callbacks=callbacks, verbose=plan.tracking.verbose,
+        # train: Ray Train retries inside the trial; direct: Tune does
+        failure_config=tune.FailureConfig(
+            max_failures=execution.max_failures if plan.resources.executor == "direct" else 0))
+    if isinstance(study, GridStudy):
+        return tune.Tuner(trainable, param_space={"spec": tune.grid_search([t.to_dict() for t in study.todo(finished)])},
+                          tune_config=tune.TuneConfig(max_concurrent_trials=execution.max_concurrent,
+                                                      reuse_actors=reuse),
+                          run_config=run_config)
+    assert isinstance(study, OptunaStudy)
+    from ray.tune.search.optuna import OptunaSearch
+
+    done = len(study.finished_here(finished))
+    space = StudySpace(study.space, {"benchmark": study.benchmark, "seed": study.seed, "method": "s3",
+                                     "preset": study.preset, "overrides": study.base})
+    # A resumed study must draw new samples. Its sampler seed moves on by the number already
+    # finished: with the first run's seed, its first draws would be the first run's draws again,
+    # map to the same trial keys, and the finished runs would be reused instead of new ones run.
+    algo = OptunaSearch(space=space, metric="objective", mode="max", seed=study.sampler_seed + done)
+    return tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=algo, num_samples=_remaining(study, finished),
+                                                             max_concurrent_trials=execution.max_concurrent,
+                                                             reuse_actors=reuse),
+                      run_config=run_config)
 
 
 class StudySpace:
@@ -378,18 +262,3 @@ class StudySpace:
     def __call__(self, trial) -> dict:
         self.user_space(trial)
         return dict(self.constants)
-
-
-def _search_tuner(tune, trainable, search, study, preset, extra, num_samples, execution, run_config, seed, reuse):
-    from ray.tune.search.optuna import OptunaSearch
-
-    bench, trial_seed = study
-    base = {**preset["base"], **extra}
-    space = StudySpace(search["space"], {"benchmark": bench, "seed": trial_seed, "method": "s3",
-                                         "preset": preset["name"], "overrides": base})
-    algo = OptunaSearch(space=space, metric="objective", mode="max", seed=seed)
-    return tune.Tuner(trainable,
-                      tune_config=tune.TuneConfig(search_alg=algo, num_samples=num_samples,
-                                                  max_concurrent_trials=execution.max_concurrent,
-                                                  reuse_actors=reuse),
-                      run_config=run_config)

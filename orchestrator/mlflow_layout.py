@@ -48,6 +48,7 @@ TAG_BENCHMARK = "s3.benchmark"
 TAG_SEED = "s3.seed"
 TAG_CODE_VERSION = "s3.code_version"
 TAG_FAILURE = "s3.failure_reason"
+TAG_DEVICE = "s3.device"             # the device a trial really ran on
 TAG_PARENT = "mlflow.parentRunId"
 
 EXPERIMENT_PREFIX = "s3-"

@@ -207,7 +207,7 @@ def _read_curve(client, run_id: str) -> pd.DataFrame:
         return curve
     curve.index.name = "step"
     curve = curve.reset_index()
-    curve["keep_ratio"] = curve["step"] / 100.0
+    curve["keep_ratio"] = curve["step"] / 1000.0  # mlflow_layout.curve_step: p in per mille
     accuracy = curve[[c for c in CURVE_METRICS if c in curve]].to_numpy(dtype=float)
     if np.nanmax(accuracy) <= 1.0 + 1e-9:  # logged as fractions: report percent
         for key in CURVE_METRICS:

@@ -6,8 +6,6 @@ read back first and never logged twice, and a trial's run is found again by its 
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import subprocess
@@ -19,10 +17,10 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from s3core.pipeline import method_config
+from s3core.methods import get_method
 
 from orchestrator import mlflow_layout as L
-from orchestrator.trial import TrialSpec
+from orchestrator.contract import DoneReport, EpochReport, Report, TrialSpec
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
@@ -72,15 +70,6 @@ def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
         if key:
             out[key] = run
     return out
-
-
-def curve_csv(curve: list[dict]) -> str:
-    buf = io.StringIO()
-    cols = list(L.CURVE_COLUMNS) + [c for c in ("l2", "kept_fraction", "embed_s") if curve and c in curve[0]]
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(curve)
-    return buf.getvalue()
 
 
 def curve_png(curve: list[dict], title: str, path: str) -> None:
@@ -152,8 +141,9 @@ class MlflowTrialLogger(Callback):
                     logged.add((m.key, m.step))
             self.logged[run_id] = logged
         else:
-            cfg = method_config(spec.s3_config(), spec.method)  # what the method really trains with
-            params = {**{k: v for k, v in cfg.to_dict().items()}, "method": spec.method,
+            cfg = get_method(spec.method).config(spec.s3_config())  # what the method really trains with
+            # the device is a tag set when the trial ends (the one it really used), not a config param
+            params = {**{k: v for k, v in cfg.to_dict().items() if k != "device"}, "method": spec.method,
                       "benchmark": spec.benchmark, "preset": spec.preset}
             tags = {**self.tags, L.TAG_PARENT: self.parent_run_id, L.TAG_ROLE: L.ROLE_TRIAL,
                     L.TAG_TRIAL_KEY: key, L.TAG_METHOD: spec.method, L.TAG_BENCHMARK: spec.benchmark,
@@ -180,36 +170,36 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
-        kind = result.get("kind")
-        if kind == "epoch":
-            stage = result["stage"]
-            values = {f"{stage}/{k}": v for k, v in result.items()
-                      if k not in ("kind", "stage", "stage_epoch", "global_epoch", "objective") and k in
-                      _EPOCH_KEYS}
-            self._log_metrics(run_id, values, int(result["global_epoch"]))
-        elif kind == "done":
-            self._log_final(trial, run_id, result)
+        report = Report.decode(result)
+        if isinstance(report, EpochReport):
+            values = {L.epoch_metric_key(report.stage, k): v for k, v in report.metrics.items()}
+            self._log_metrics(run_id, values, report.global_epoch)
+        elif isinstance(report, DoneReport):
+            self._log_final(trial, run_id, report)
 
-    def _log_final(self, trial, run_id: str, result: dict) -> None:
+    def _log_final(self, trial, run_id: str, done: DoneReport) -> None:
         spec = self._spec(trial)
-        curve = json.loads(result["curve_json"])
-        for row in curve:
-            self._log_metrics(run_id, {k: row[k] for k in L.CURVE_METRICS}, L.curve_step(row["keep_ratio"]))
-        self._log_metrics(run_id, {k: result[k] for k in L.SUMMARY_METRICS if k in result}, 0)
+        points: dict[int, dict] = {}
+        for key, value, step in L.curve_metrics(done.curve):
+            points.setdefault(step, {})[key] = value
+        for step, values in points.items():
+            self._log_metrics(run_id, values, step)
+        self._log_metrics(run_id, done.summary, 0)
         with tempfile.TemporaryDirectory() as d:
-            csv_path = os.path.join(d, "curve.csv")
-            with open(csv_path, "w") as f:
-                f.write(curve_csv(curve))
-            curve_png(curve, spec.short(), os.path.join(d, "curve.png"))
+            with open(os.path.join(d, "curve.csv"), "w") as f:
+                f.write(L.curve_csv(done.curve))
+            curve_png(done.curve, spec.short(), os.path.join(d, "curve.png"))
             self.client.log_artifacts(run_id, d, artifact_path=L.CURVE_ARTIFACT_DIR)
+        self.client.set_tag(run_id, L.TAG_DEVICE, done.device)
         # FINISHED only once everything above is in the store: a killed driver leaves RUNNING,
         # which --resume treats as unfinished
         self.client.set_terminated(run_id, status="FINISHED")
         self.done += 1
         secs = time.time() - self.started.get(trial.trial_id, time.time())
-        self.print(f"[{self.done + self.failed}/{self.total}] done   {spec.short()}: p*={result['best_keep_ratio']:.1f} "
-                   f"valid {100 * result['best_valid_acc']:.1f}% test {100 * result['test_acc_at_best']:.1f}% "
-                   f"(no pruning {100 * result.get('test_acc_no_prune', float('nan')):.1f}%) in {secs:.0f}s",
+        s = done.summary
+        self.print(f"[{self.done + self.failed}/{self.total}] done   {spec.short()}: p*={s['best_keep_ratio']:g} "
+                   f"valid {100 * s['best_valid_acc']:.1f}% test {100 * s['test_acc_at_best']:.1f}% "
+                   f"(no pruning {100 * s.get('test_acc_no_prune', float('nan')):.1f}%) in {secs:.0f}s",
                    flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -226,10 +216,6 @@ class MlflowTrialLogger(Callback):
         for run_id in set(self.run_of.values()):
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status=status)
-
-
-_EPOCH_KEYS = {"loss", "rep", "dsc", "aux", "suff", "min", "load_balance", "local_entropy", "global_entropy",
-               "valid_acc", "time_s"}
 
 
 def _is_number(v) -> bool:

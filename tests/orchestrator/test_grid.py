@@ -5,30 +5,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import mlflow_layout as L
-from orchestrator.grid import Execution, GridError, check_resources, grid_trials, plan_execution
-from orchestrator.trial import TrialSpec
+from orchestrator.contract import TrialSpec
+from orchestrator.plan import Execution, GridError, ResourceRequest, check_resources, grid_trials, plan_execution
 from search_spaces import PRESETS, PresetError, load_preset
 
 
-class Args:
-    def __init__(self, **kw):
-        self.gpus_per_trial = 0.0
-        self.workers_per_trial = 1
-        self.max_concurrent = None
-        self.cpus_per_worker = None
-        self.storage_path = "/tmp/x"
-        self.max_failures = 2
-        self.executor = "train"
-        self.__dict__.update(kw)
+def Args(**kw) -> ResourceRequest:
+    defaults = dict(executor="train", gpus_per_trial=0.0, workers_per_trial=1, cpus_per_worker=None,
+                    max_concurrent=None, max_failures=2, storage_path="/tmp/x", ray_address=None, num_cpus=None,
+                    num_gpus=None)
+    return ResourceRequest(**{**defaults, **kw})
 
 
 def test_every_preset_loads_and_its_trials_validate():
     for name in PRESETS:
         preset = load_preset(name)
         for key in ("benchmarks", "base", "grid", "seeds", "baselines", "search"):
-            assert key in preset, (name, key)
-        if preset["search"] is None:
-            trials = grid_trials(preset, preset["benchmarks"], preset["seeds"], {})
+            assert hasattr(preset, key), (name, key)
+        if preset.search is None:
+            trials = grid_trials(preset, preset.benchmarks, preset.seeds, {})
             for t in trials:
                 t.s3_config().validate()
             assert len({t.key() for t in trials}) == len(trials), f"{name}: duplicate trials"
@@ -38,7 +33,7 @@ def test_every_preset_loads_and_its_trials_validate():
 
 def test_paper_preset_is_the_papers_grid():
     preset = load_preset("paper")
-    trials = grid_trials(preset, ["mosei"], preset["seeds"], {})
+    trials = grid_trials(preset, ["mosei"], preset.seeds, {})
     s3 = [t for t in trials if t.method == "s3"]
     assert sorted({t.overrides["chi"] for t in s3}) == [2, 4, 8]
     assert sorted({t.overrides["batch_size"] for t in s3}) == [64, 128, 256, 512]
@@ -71,7 +66,7 @@ def test_the_search_space_pickles_with_its_constants():
 
     from orchestrator.grid import StudySpace
 
-    space = pickle.loads(pickle.dumps(StudySpace(load_preset("search")["search"]["space"],
+    space = pickle.loads(pickle.dumps(StudySpace(load_preset("search").search.space,
                                                  {"benchmark": "synthetic", "seed": 3})))
     study = optuna.create_study()
     constants = space(study.ask())
@@ -129,7 +124,8 @@ def _check_store(tmp_path, expect_trials: int, workers: int):
             assert p in params, p
         method = tags[L.TAG_METHOD]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")]
-        expected = list(range(10, 101, 10)) if method == "s3" else [100]
+        expected = [L.curve_step(p) for p in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] \
+            if method == "s3" else [L.curve_step(1.0)]
         assert sorted(steps) == expected, (method, steps)
         loss = client.get_metric_history(run.info.run_id, "special/loss")
         n_special = int(params["epochs_special"])
@@ -201,7 +197,7 @@ def test_optuna_search_preset_end_to_end(tmp_path, grid_runner):
 
 
 def test_grid_id_and_data_fingerprint_follow_the_data():
-    from orchestrator.grid import data_fingerprint, grid_id
+    from orchestrator.plan import data_fingerprint, grid_id
     from s3core.data import SyntheticConfig, make_synthetic
 
     small = dict(n_train=64, n_valid=32, n_test=32, seq_len=4)

@@ -5,7 +5,7 @@
   returns the pickle's arrays. A cache whose file was truncated afterwards is detected and rebuilt.
 - Report files (orchestrator/report.py `_atomic_write`, used for every file of the report): a
   failing rename keeps the previous file intact and leaves no temporary file.
-- Checkpoints (orchestrator/trial.py): a checkpoint is loaded with weights_only, so a checkpoint
+- Checkpoints (orchestrator/contract.py): a checkpoint is loaded with weights_only, so a checkpoint
   file carrying a pickle payload is refused without running it. (Resuming from real checkpoints
   after a killed worker is test_faults.py::test_worker_killed_mid_trial_resumes_from_checkpoint.)
 """
@@ -162,7 +162,7 @@ class _Payload:
 def test_checkpoint_with_code_payload_is_refused(tmp_path):
     import pickle
 
-    from orchestrator.trial import CHECKPOINT_FILE, load_checkpoint_state
+    from orchestrator.contract import CHECKPOINT_FILE, load_checkpoint_state
 
     marker = tmp_path / "PAYLOAD_RAN"
     with open(tmp_path / CHECKPOINT_FILE, "wb") as f:
@@ -174,7 +174,7 @@ def test_checkpoint_with_code_payload_is_refused(tmp_path):
 
 
 def test_checkpoint_dir_with_only_a_partial_file_is_not_loaded(tmp_path):
-    from orchestrator.trial import CHECKPOINT_FILE, load_checkpoint_state
+    from orchestrator.contract import CHECKPOINT_FILE, load_checkpoint_state
 
     (tmp_path / (CHECKPOINT_FILE + ".tmp")).write_bytes(b"\x80\x04partial")
     with pytest.raises(FileNotFoundError):

@@ -18,7 +18,7 @@ from relhelp import (Grid, alive, cmdline, descendants, metric_steps, parent_run
                      trial_runs, wait_for)
 
 from orchestrator import mlflow_layout as L
-from orchestrator.tracking import _EPOCH_KEYS
+from orchestrator.contract import Report
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ GRID_TIMEOUT = 540  # a smoke-sized grid takes ~1 min on an idle 2-core box; CI 
 
 def tune_results(grid: Grid) -> dict[str, list[dict]]:
     """trial key -> the results Tune's JSON logger recorded (an independent record of what was reported)."""
-    from orchestrator.trial import TrialSpec
+    from orchestrator.contract import TrialSpec
     out: dict[str, list[dict]] = {}
     for path in grid.storage.glob("grid-*/*/result.json"):
         rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
@@ -111,7 +111,7 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
         assert run.info.status == "FINISHED"
         assert_complete_history(client, run, epochs, 1)
     # Tune's own record: the restarted worker went on from its last checkpoint, it did not start over
-    reported = [r["global_epoch"] for r in tune_results(grid_env)[victim.data.tags[L.TAG_TRIAL_KEY]]
+    reported = [Report.decode(r).global_epoch for r in tune_results(grid_env)[victim.data.tags[L.TAG_TRIAL_KEY]]
                 if r.get("kind") == "epoch"]
     assert reported.count(0) == 1, f"epoch 0 was recomputed after the kill: {reported}"
     assert sorted(set(reported)) == list(range(epochs + 1)), reported
@@ -255,9 +255,9 @@ def test_concurrent_trials_lose_no_metric(grid_env: Grid):
     for run in runs:
         key = run.data.tags[L.TAG_TRIAL_KEY]
         epochs = [r for r in reported[key] if r.get("kind") == "epoch"]
-        expected_epoch_points = sum(1 for r in epochs for k in r if k in _EPOCH_KEYS)
+        expected_epoch_points = sum(len(Report.decode(r).metrics) for r in epochs)
         n_curve = 10 if run.data.tags[L.TAG_METHOD] == "s3" else 1
-        expected = expected_epoch_points + n_curve * len(L.CURVE_METRICS) + len(L.SUMMARY_METRICS)
+        expected = expected_epoch_points + n_curve * len(L.CURVE_COLUMNS) + len(L.SUMMARY_METRICS)
         got = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
         assert got == expected, f"{run.info.run_name}: {got} metric points in MLflow, {expected} reported"
         assert_complete_history(client, run, 2, 1)

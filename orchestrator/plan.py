@@ -1,0 +1,329 @@
+"""What a grid will run, as a pure value: `make_plan(preset, overrides) -> Plan`, testable without Ray.
+
+A Plan holds the studies (a grid's trials, or Optuna studies: two kinds of study behind one
+interface), the data settings, the resources asked for, and the tracking settings. The code
+that starts Ray (orchestrator.grid.run) only carries a plan out. From Python or a notebook:
+
+    from orchestrator.plan import Overrides, make_plan
+    from orchestrator.grid import run
+    from search_spaces import load_preset
+    results = run(make_plan(load_preset("smoke"), Overrides(seeds=[0, 1])))
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+from s3core.methods import get_method
+from search_spaces import Preset
+
+from orchestrator.contract import TrialSpec
+
+
+class GridError(RuntimeError):
+    """A grid that cannot start. One line naming the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Everything a user can change on top of a preset (run_grid.py's flags, one field each).
+    None means "the preset's" or "the default"."""
+
+    benchmarks: tuple[str, ...] | None = None
+    data_dir: str | None = None
+    modalities: tuple[str, ...] | None = None
+    label_rule: str | None = None
+    seeds: tuple[int, ...] | None = None
+    set: dict = dataclasses.field(default_factory=dict)        # S3Config fields for every trial
+    grid: dict = dataclasses.field(default_factory=dict)       # S3Config field -> values, replacing the preset's
+    synthetic: dict = dataclasses.field(default_factory=dict)  # SyntheticConfig fields
+    epochs: int | None = None                                  # shortcut for set epochs_special
+    num_samples: int | None = None
+    seed_search: int = 0
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    report_dir: str = "report"
+    storage_path: str | None = None
+    resume: bool = False
+    verbose: int = 1
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    max_concurrent: int | None = None
+    gpus_per_trial: float = 0.0
+    executor: str = "train"
+    workers_per_trial: int = 1
+    cpus_per_worker: float | None = None
+    max_failures: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    benchmarks: tuple[str, ...]
+    data_dir: str | None
+    modalities: tuple[str, ...] | None
+    label_rule: str | None
+    synthetic: dict                # the preset's synthetic overrides merged with the user's
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceRequest:
+    """What the user asked for; `plan_execution` turns it into an Execution against a cluster."""
+
+    executor: str
+    gpus_per_trial: float
+    workers_per_trial: int
+    cpus_per_worker: float | None
+    max_concurrent: int | None
+    max_failures: int
+    storage_path: str
+    ray_address: str | None
+    num_cpus: int | None
+    num_gpus: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingSettings:
+    uri: str
+    experiment: str | None
+    report_dir: str
+    resume: bool
+    verbose: int
+
+
+@dataclasses.dataclass
+class Execution:
+    """The resources each trial really takes, and where its checkpoints go."""
+
+    workers_per_trial: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+    storage_path: str
+    max_failures: int
+    scope: str = ""                # the MLflow parent run: scopes each trial's Ray Train run and checkpoints
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------ studies
+
+@dataclasses.dataclass(frozen=True)
+class GridStudy:
+    """A fixed list of trials (Tune's grid_search over them)."""
+
+    benchmark: str
+    trials: tuple[TrialSpec, ...]
+    suffix: str = ""               # appended to Tune's experiment name
+
+    def total(self) -> int:
+        return len(self.trials)
+
+    def todo(self, finished: dict) -> tuple[TrialSpec, ...]:
+        """The trials not FINISHED yet. finished: trial key -> run."""
+        return tuple(t for t in self.trials if t.key() not in finished)
+
+    def describe(self, finished: dict) -> str:
+        return f"{len(self.trials)} trials, {len(self.trials) - len(self.todo(finished))} already finished"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptunaStudy:
+    """num_samples trials drawn by Optuna TPE from a define-by-run space, for one (benchmark, seed)."""
+
+    benchmark: str
+    seed: int
+    preset: str
+    space: object                  # define-by-run fn(optuna trial) -> constants dict
+    base: dict                     # S3Config overrides every sample starts from
+    num_samples: int
+    sampler_seed: int
+
+    @property
+    def suffix(self) -> str:
+        return f"-seed{self.seed}"
+
+    def total(self) -> int:
+        return self.num_samples
+
+    def finished_here(self, finished: dict) -> list:
+        from orchestrator import mlflow_layout as L
+        return [r for r in finished.values() if r.data.tags.get(L.TAG_SEED) == str(self.seed)]
+
+    def describe(self, finished: dict) -> str:
+        return f"Optuna study seed {self.seed}: {self.num_samples} samples, {len(self.finished_here(finished))} done"
+
+
+def _check_grid(grid: dict) -> None:
+    for name, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise GridError(f"grid field {name!r} needs a non-empty list of values, got {values!r}; "
+                            f"write --grid {name}=[v1,v2]")
+
+
+def grid_trials(preset: Preset, benchmarks, seeds, extra: dict, grid_override: dict | None = None) -> list[TrialSpec]:
+    """The grid's trials: s3 over the cross product of the grid; each baseline over the grid
+    fields its registry entry sweeps (s3_no_select: chi), with the base config otherwise."""
+    base = {**preset.base, **extra}
+    grid = {**preset.grid, **(grid_override or {})}
+    _check_grid(grid)
+    trials = []
+    for bench, seed in itertools.product(benchmarks, seeds):
+        for method in ("s3", *preset.baselines):
+            sweeps = get_method(method).sweeps
+            names = [n for n in grid if sweeps is None or n in sweeps]
+            for values in itertools.product(*(grid[n] for n in names)):
+                trials.append(TrialSpec(bench, method, seed, preset.name, {**base, **dict(zip(names, values))},
+                                        label_fields=tuple(names) if method == "s3" else ()))
+    return trials
+
+
+def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, search_samples,
+            data_fingerprints: dict | None = None) -> str:
+    """Identifies a grid: the same flags on the same data give the same id (that is what --resume
+    finds); other data (another synthetic label, another file) give another id, so MLflow runs of
+    one never stand in for the other."""
+    canon = json.dumps({"preset": preset_name, "benchmarks": list(benchmarks), "seeds": list(seeds),
+                        "extra": extra, "synthetic": synthetic, "samples": search_samples,
+                        "data": data_fingerprints or {}}, sort_keys=True, default=str)
+    return hashlib.sha1(canon.encode()).hexdigest()[:12]
+
+
+def data_fingerprint(bench) -> str:
+    """A content hash of a Benchmark: every value of every split (s3core.data.base.content_digest
+    where it exists), so a changed file is never taken for the old one."""
+    import numpy as np
+
+    h = hashlib.sha1()
+    h.update(json.dumps([bench.name, list(bench.modalities), bench.num_classes]).encode())
+    for split_name in sorted(bench.splits):
+        split = bench.splits[split_name]
+        h.update(np.ascontiguousarray(split.labels).tobytes())
+        for m in bench.modalities:
+            x = split.features[m]
+            h.update(str(x.shape).encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------- plan
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    preset: Preset
+    studies: tuple                 # GridStudy | OptunaStudy, per benchmark in order
+    data: DataSettings
+    resources: ResourceRequest
+    tracking: TrackingSettings
+    seeds: tuple[int, ...]
+    identity: dict                 # what names this grid besides its data (grid_id's arguments)
+
+    def trials(self) -> list[TrialSpec]:
+        return [t for s in self.studies if isinstance(s, GridStudy) for t in s.trials]
+
+    def grid_id(self, data_fingerprints: dict) -> str:
+        return grid_id(**self.identity, data_fingerprints=data_fingerprints)
+
+    def studies_of(self, benchmark: str) -> list:
+        return [s for s in self.studies if s.benchmark == benchmark]
+
+
+def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
+    """The preset with the user's overrides, every trial config validated. Pure: no Ray, no I/O."""
+    from orchestrator.mlflow_layout import default_tracking_uri
+
+    o = overrides or Overrides()
+    benchmarks = tuple(o.benchmarks or preset.benchmarks)
+    seeds = tuple(preset.seeds if o.seeds is None else o.seeds)
+    extra = dict(o.set)
+    if o.epochs is not None:
+        extra["epochs_special"] = o.epochs
+    if preset.search is not None and o.grid:
+        raise GridError(f"--grid does not apply to the {preset.name} preset, which samples with Optuna; "
+                        "use --set for fixed values")
+    if o.executor not in ("train", "direct"):
+        raise GridError(f"unknown executor {o.executor!r}; choose train or direct")
+    base = {**preset.base, **extra}
+    if preset.search is None:
+        trials = grid_trials(preset, benchmarks, seeds, extra, o.grid)
+        for t in trials:
+            t.s3_config().validate()
+        studies = tuple(GridStudy(b, tuple(t for t in trials if t.benchmark == b)) for b in benchmarks)
+        num_samples = None
+    else:
+        TrialSpec(benchmarks[0], "s3", seeds[0], preset.name, base).s3_config().validate()
+        num_samples = o.num_samples or preset.search.num_samples
+        studies = tuple(OptunaStudy(b, s, preset.name, preset.search.space, base, num_samples, o.seed_search)
+                        for b in benchmarks for s in seeds)
+    synthetic = {**preset.synthetic, **o.synthetic}
+    resources = ResourceRequest(o.executor, o.gpus_per_trial or 0.0, o.workers_per_trial, o.cpus_per_worker,
+                                o.max_concurrent, o.max_failures,
+                                o.storage_path or str(Path.cwd().resolve() / "s3_runs"), o.ray_address, o.num_cpus,
+                                o.num_gpus)
+    return Plan(preset=preset, studies=studies,
+                data=DataSettings(benchmarks, o.data_dir, tuple(o.modalities) if o.modalities else None, o.label_rule,
+                                  synthetic),
+                resources=resources,
+                tracking=TrackingSettings(o.tracking_uri or default_tracking_uri(), o.experiment, o.report_dir,
+                                          o.resume, o.verbose),
+                seeds=seeds,
+                identity=dict(preset_name=preset.name, benchmarks=list(benchmarks), seeds=list(seeds),
+                              extra={**extra, "__grid__": dict(o.grid)}, synthetic=synthetic,
+                              search_samples=num_samples))
+
+
+# ---------------------------------------------------------------------------------- resources
+
+def check_resources(execution: Execution, cluster: dict) -> None:
+    """Fail before any trial waits in PENDING forever for resources the cluster lacks."""
+    need_cpu = execution.workers_per_trial * execution.cpus_per_worker + 0.01
+    need_gpu = execution.workers_per_trial * execution.gpus_per_worker
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if need_gpu > 0 and have_gpu < need_gpu:
+        raise GridError(f"a trial needs {need_gpu:g} GPU but the Ray cluster has {have_gpu:g}; drop "
+                        "--gpus-per-trial (CPU-only works) or connect to a cluster with GPUs")
+    if need_cpu > have_cpu + 1e-9:
+        raise GridError(f"a trial needs {need_cpu:g} CPU ({execution.workers_per_trial} workers x "
+                        f"{execution.cpus_per_worker:g}) but the Ray cluster has {have_cpu:g}; lower "
+                        "--workers-per-trial or --cpus-per-worker")
+
+
+def plan_execution(request: ResourceRequest, cluster: dict) -> Execution:
+    """The per-trial resources and concurrency for `request` on a cluster with `cluster` resources."""
+    have_cpu = cluster.get("CPU", 1.0)
+    gpus = request.gpus_per_trial or 0.0
+    if gpus > 1:
+        if gpus != int(gpus):
+            raise GridError(f"--gpus-per-trial {gpus:g}: above 1 it must be a whole number of GPUs "
+                            "(one DDP worker each)")
+        workers, gpus_per_worker = int(gpus), 1.0
+    else:
+        workers, gpus_per_worker = request.workers_per_trial, gpus
+    if request.executor == "direct" and workers > 1:
+        raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
+                        f"{workers} workers per trial (DDP)")
+    if request.max_concurrent:
+        concurrent = request.max_concurrent
+    elif gpus_per_worker > 0:
+        concurrent = max(1, int(cluster.get("GPU", 0) / (workers * gpus_per_worker)))
+    else:
+        concurrent = max(1, int(have_cpu // workers))
+    if request.cpus_per_worker:
+        cpus = request.cpus_per_worker
+    else:
+        # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
+        cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
+    return Execution(workers, cpus, gpus_per_worker, concurrent, request.storage_path, request.max_failures)
+
+
+def reuse_actors(executor: str) -> bool:
+    """`direct` trials run in one Ray actor after another instead of a fresh process each, which
+    saves the process start and the torch import (about 3 s a trial on 2 cores, bench section 4).
+    Every direct trial asks for the same resources, which Tune's reuse requires. A trial that
+    raises is not reused: Tune stops that actor. The Train executor gains nothing from it: its
+    cost is the worker group each TorchTrainer starts."""
+    return executor == "direct"

@@ -1,0 +1,49 @@
+"""Methods as a registry: one entry each, and nothing else switches on a method's name."""
+import pytest
+import torch
+
+from s3core.config import ConfigError, S3Config
+from s3core.data import SyntheticConfig, make_synthetic
+from s3core.methods import METHOD_NAMES, METHODS, Method, get_method
+from s3core.pipeline import build_model, method_stages, run_trial
+
+
+def test_the_registry_holds_each_methods_stages_config_and_sweeps():
+    assert METHOD_NAMES == ("s3", "s3_no_select", "clip", "supervised")
+    cfg = S3Config(epochs_special=4, epochs_select=2)
+    assert method_stages("s3", cfg) == [("special", 4), ("select", 2)]
+    assert method_stages("s3_no_select", cfg) == [("special", 4)]
+    assert method_stages("clip", get_method("clip").config(cfg)) == [("special", 6)]
+    assert method_stages("supervised", get_method("supervised").config(cfg)) == [("supervised", 6)]
+    clip = get_method("clip").config(cfg)
+    assert (clip.chi, clip.rho, clip.lambda_rep, clip.keep_ratios) == (1, 1, 0.0, (1.0,))
+    assert get_method("supervised").config(cfg).lambda_rep == cfg.lambda_rep
+    assert get_method("s3").config(cfg) is cfg
+    assert get_method("s3").sweeps is None and get_method("s3_no_select").sweeps == ("chi",)
+    assert METHODS["s3"].stages[1].trains("encoders.x1.blocks.0.ffn.router.weight")
+    assert not METHODS["s3"].stages[1].trains("encoders.x1.input_proj.weight")
+    with pytest.raises(ConfigError, match="choose one of"):
+        get_method("simclr")
+
+
+def test_the_supervised_head_is_a_real_submodule():
+    data = make_synthetic(SyntheticConfig(n_train=64, n_valid=32, n_test=32, seq_len=4))
+    cfg = get_method("supervised").config(S3Config(d_model=16, n_heads=2, d_ff=32, proj_dim=8))
+    model = build_model(data, cfg, "supervised")
+    assert isinstance(model.task_head, torch.nn.Linear)
+    assert any(name.startswith("task_head.") for name in model.state_dict())
+    assert build_model(data, S3Config(d_model=16, n_heads=2, d_ff=32, proj_dim=8), "s3").task_head is None
+
+
+def test_a_new_method_is_one_registry_entry(monkeypatch):
+    """A router-only method with no Stage 1: registered, it runs through run_trial unchanged."""
+    from s3core import methods
+    from s3core.stages import SELECTION
+
+    monkeypatch.setitem(methods.METHODS, "select_only", Method("select_only", (SELECTION,), sweeps=()))
+    data = make_synthetic(SyntheticConfig(n_train=64, n_valid=32, n_test=32, seq_len=4))
+    cfg = S3Config(d_model=16, n_heads=2, d_ff=32, proj_dim=8, epochs_select=1, batch_size=32, keep_ratios=(1.0, 0.5),
+                   probe_l2=(1e-2,), epoch_probe=False)
+    result = run_trial(data, cfg, "select_only", progress=False)
+    assert [h["stage"] for h in result.history] == ["select"]
+    assert len(result.curve) == 2
