@@ -108,7 +108,8 @@ def run(plan: Plan) -> GridResult:
     execution = plan_execution(req, ray.cluster_resources())
     check_resources(execution, ray.cluster_resources())
 
-    gid = plan.grid_id({name: data_fingerprint(b) for name, b in data.items()})
+    fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
+    gid = plan.grid_id(fingerprints)
     print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
@@ -123,15 +124,27 @@ def run(plan: Plan) -> GridResult:
         report_dir = plan.tracking.report_dir if len(plan.data.benchmarks) == 1 else \
             str(Path(plan.tracking.report_dir) / bench)
         result = _run_benchmark(plan, bench, client, gid, execution, refs, TRAINABLES[req.executor], resources,
-                                report_dir, tune)
+                                report_dir, tune, data[bench], fingerprints[bench])
         results.append(result)
         if result.exit_code == 130:
             break
     return GridResult(gid, results)
 
 
-def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict):
-    from orchestrator.tracking import find_parent, get_or_create_experiment
+def plan_params(plan: Plan) -> dict:
+    """The settings of a grid run, logged on its parent run (data, resources, tracking)."""
+    out = {"preset": plan.preset.name, "seeds": list(plan.seeds)}
+    for group in ("data", "resources", "tracking"):
+        for key, value in dataclasses.asdict(getattr(plan, group)).items():
+            out[f"{group}.{key}"] = value
+    out["command"] = " ".join(sys.argv)
+    return out
+
+
+def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict, bench_data, digest: str):
+    from mlflow.entities import Param
+
+    from orchestrator.tracking import find_parent, get_or_create_experiment, log_dataset, param_str
 
     exp_name = L.experiment_name(bench, plan.tracking.experiment)
     experiment_id = get_or_create_experiment(client, exp_name)
@@ -142,19 +155,21 @@ def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict):
     if parent is None:
         parent = client.create_run(experiment_id, run_name=f"{plan.preset.name}-{bench}-{gid}",
                                    tags={**tags, L.TAG_ROLE: L.ROLE_PARENT, L.TAG_BENCHMARK: bench})
-        client.log_param(parent.info.run_id, "preset", plan.preset.name)
+        client.log_batch(parent.info.run_id,
+                         params=[Param(k, param_str(v)) for k, v in sorted(plan_params(plan).items())])
+        log_dataset(client, parent.info.run_id, bench_data, digest)
     else:
         client.update_run(parent.info.run_id, status="RUNNING")
     return exp_name, experiment_id, parent.info.run_id
 
 
 def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, trainable_fn, resources, report_dir,
-                   tune) -> BenchmarkResult:
+                   tune, bench_data, digest: str) -> BenchmarkResult:
     from orchestrator.report import ReportError, build_report, log_report_to_parent
-    from orchestrator.tracking import MlflowTrialLogger, code_version, trial_runs
+    from orchestrator.tracking import MlflowTrialLogger, log_parent_summary, provenance_tags, trial_runs
 
-    tags = {L.TAG_PRESET: plan.preset.name, L.TAG_CODE_VERSION: code_version(), L.TAG_GRID_ID: gid}
-    exp_name, experiment_id, parent_id = _open_parent(plan, client, bench, gid, tags)
+    tags = {L.TAG_PRESET: plan.preset.name, L.TAG_GRID_ID: gid, **provenance_tags()}
+    exp_name, experiment_id, parent_id = _open_parent(plan, client, bench, gid, tags, bench_data, digest)
     # checkpoints are scoped to this parent run: a fresh grid (no --resume) never replays old ones
     execution = dataclasses.replace(execution, scope=parent_id)
     trainable = tune.with_resources(tune.with_parameters(trainable_fn, data_refs={
@@ -203,6 +218,7 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
 
     done = sum(lg.done for lg in loggers)
     failed = sum(lg.failed for lg in loggers)
+    log_parent_summary(client, parent_id, trial_runs(client, experiment_id, parent_id).values())
     try:
         rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id)
         log_report_to_parent(client, parent_id, report_dir)

@@ -8,12 +8,15 @@ Layout
 ------
 - Experiment: ``s3-<benchmark>`` unless ``--experiment`` names one.
 - Parent run (one per grid and benchmark; reused by ``--resume``):
-  tags ``s3.role=parent``, ``s3.grid_id``, ``s3.preset``, ``s3.benchmark``, ``s3.code_version``.
-  Report artifacts go under ``report/``.
+  tags ``s3.role=parent``, ``s3.grid_id``, ``s3.preset``, ``s3.benchmark``, ``s3.code_version``,
+  ``mlflow.source.git.commit``; params: the plan's settings (data, resources, tracking); the
+  benchmark as a dataset input with its content digest; metrics ``<method>_chi<chi>/...``: the
+  mean over finished trials of test_acc_at_best and best_keep_ratio. Report artifacts under ``report/``.
 - Child run (one per trial), ``mlflow.parentRunId`` = the parent's run id:
   tags ``s3.role=trial``, ``s3.trial_key`` (stable hash of the trial config; the resume key),
   ``s3.method`` (a name of s3core.methods), ``s3.preset``, ``s3.benchmark``, ``s3.seed``,
-  ``s3.code_version``, and on failure ``s3.failure_reason``.
+  ``s3.code_version``, ``s3.chi``, ``s3.batch_size``, ``s3.device`` (the device it really ran on),
+  ``mlflow.source.git.commit``, and on failure ``s3.failure_reason``.
   params: every field of the config the method trains with, plus method/benchmark/preset.
   metrics:
     - per-epoch metrics, ``<stage>/<name>`` with step = the trial's global epoch index; every
@@ -50,6 +53,10 @@ TAG_CODE_VERSION = "s3.code_version"
 TAG_FAILURE = "s3.failure_reason"
 TAG_DEVICE = "s3.device"             # the device a trial really ran on
 TAG_PARENT = "mlflow.parentRunId"
+TAG_CHI = "s3.chi"                     # the chi / batch size a trial trains with (the UI groups by tags)
+TAG_BATCH_SIZE = "s3.batch_size"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 EXPERIMENT_PREFIX = "s3-"
 STAGE_PREFIXES = ("special", "select", "supervised")

@@ -25,18 +25,33 @@ from orchestrator.contract import DoneReport, EpochReport, Report, TrialSpec
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
-def code_version() -> str:
-    """git commit of the checkout (with -dirty), else the package version."""
+# A job on a cluster has no .git (the cluster files exclude it): the submitting checkout passes
+# its commit in these variables (clusters/*.yaml and docs/CLUSTER.md show how).
+ENV_GIT_COMMIT = "S3_GIT_COMMIT"
+ENV_GIT_DIRTY = "S3_GIT_DIRTY"
+
+
+def git_commit() -> tuple[str, bool] | None:
+    """(full commit sha, dirty) of the code that runs: from S3_GIT_COMMIT / S3_GIT_DIRTY when the
+    submitter set them, else from this checkout's git; None when neither is known."""
+    if os.environ.get(ENV_GIT_COMMIT):
+        return os.environ[ENV_GIT_COMMIT], os.environ.get(ENV_GIT_DIRTY, "0") not in ("", "0", "false")
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
-        if sha:
-            return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None
+    return (sha, bool(dirty)) if sha else None
+
+
+def code_version() -> str:
+    """The commit (12 characters, with -dirty), else the package version."""
+    commit = git_commit()
+    if commit:
+        return commit[0][:12] + ("-dirty" if commit[1] else "")
     from importlib.metadata import PackageNotFoundError, version
     try:
         return "v" + version("s3-orchestrator")
@@ -44,13 +59,56 @@ def code_version() -> str:
         return "unknown"
 
 
+def provenance_tags() -> dict:
+    """MLflow's own source tags, so the UI's "Source" column shows the commit."""
+    commit = git_commit()
+    return {"mlflow.source.git.commit": commit[0], L.TAG_CODE_VERSION: code_version()} if commit else \
+        {L.TAG_CODE_VERSION: code_version()}
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name)
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
+        experiment_id = client.create_experiment(name)
+    else:
+        experiment_id = exp.experiment_id
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    # model training, not GenAI: the MLflow 3 UI then opens on runs and their charts, not traces
+    client.set_experiment_tag(experiment_id, L.TAG_EXPERIMENT_KIND, L.EXPERIMENT_KIND_TRAINING)
+    return experiment_id
+
+
+def log_dataset(client: MlflowClient, run_id: str, bench, digest: str) -> None:
+    """The benchmark as an MLflow dataset input of the run, with its content digest."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    meta = getattr(bench, "meta", None) or {}
+    source = str(meta.get("source_file") or meta.get("source") or bench.name)
+    profile = json.dumps({split: len(bench[split]) for split in ("train", "valid", "test")})
+    dataset = Dataset(name=bench.name, digest=digest, source_type="local" if "/" in source else "code",
+                      source=json.dumps({"uri": source}), profile=profile)
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+
+def log_parent_summary(client: MlflowClient, parent_run_id: str, runs) -> dict:
+    """Per method and chi, the mean over finished trials of the test accuracy at the validation-
+    chosen p and of p*, logged on the parent run (the UI's collapsed row then shows the results)."""
+    groups: dict[str, list] = {}
+    for run in runs:
+        if run.info.status != "FINISHED" or "test_acc_at_best" not in run.data.metrics:
+            continue
+        key = f"{run.data.tags.get(L.TAG_METHOD)}_chi{run.data.params.get('chi', '?')}"
+        groups.setdefault(key, []).append(run.data.metrics)
+    summary = {}
+    for key, metrics in groups.items():
+        for name in ("test_acc_at_best", "best_keep_ratio"):
+            summary[f"{key}/{name}"] = sum(m[name] for m in metrics) / len(metrics)
+        summary[f"{key}/n_trials"] = float(len(metrics))
+    now = int(time.time() * 1000)
+    if summary:
+        client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(summary.items())])
+    return summary
 
 
 def find_parent(client: MlflowClient, experiment_id: str, grid_id: str):
@@ -147,10 +205,12 @@ class MlflowTrialLogger(Callback):
                       "benchmark": spec.benchmark, "preset": spec.preset}
             tags = {**self.tags, L.TAG_PARENT: self.parent_run_id, L.TAG_ROLE: L.ROLE_TRIAL,
                     L.TAG_TRIAL_KEY: key, L.TAG_METHOD: spec.method, L.TAG_BENCHMARK: spec.benchmark,
-                    L.TAG_SEED: str(spec.seed), L.TAG_PRESET: spec.preset, "mlflow.runName": spec.short()}
+                    L.TAG_SEED: str(spec.seed), L.TAG_PRESET: spec.preset, "mlflow.runName": spec.short(),
+                    # for the UI's "Group by": the fields a reader compares runs by
+                    L.TAG_CHI: str(cfg.chi), L.TAG_BATCH_SIZE: str(cfg.batch_size)}
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.short())
             run_id = run.info.run_id
-            self.client.log_batch(run_id, params=[Param(k, _param_str(v)) for k, v in sorted(params.items())])
+            self.client.log_batch(run_id, params=[Param(k, param_str(v)) for k, v in sorted(params.items())])
             self.logged[run_id] = set()
             self.existing[key] = self.client.get_run(run_id)
         self.run_of[trial.trial_id] = run_id
@@ -222,7 +282,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _param_str(v) -> str:
+def param_str(v) -> str:
     s = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
     return s[:6000]
 

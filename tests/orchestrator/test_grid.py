@@ -111,18 +111,31 @@ def _check_store(tmp_path, expect_trials: int, workers: int):
     parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_PARENT}'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
+    parent = parents[0]
+    # what the MLflow UI shows when it opens: a model-training experiment, the per-method summary
+    # on the collapsed parent row, the commit, the settings and the benchmark as a dataset input
+    assert exp.tags.get(L.TAG_EXPERIMENT_KIND) == L.EXPERIMENT_KIND_TRAINING
+    assert parent.data.tags.get("mlflow.source.git.commit") and parent.data.params["preset"]
+    assert "resources.executor" in parent.data.params and "data.benchmarks" in parent.data.params
+    (dataset,) = parent.inputs.dataset_inputs
+    assert dataset.dataset.name == "synthetic" and len(dataset.dataset.digest) >= 16
+    assert any(k.endswith("/test_acc_at_best") for k in parent.data.metrics), parent.data.metrics
     children = _children(client, parent_id)
     assert len(children) == expect_trials
     assert len({c.data.tags[L.TAG_TRIAL_KEY] for c in children}) == expect_trials
     for run in children:
         assert run.info.status == "FINISHED"
         tags, params = run.data.tags, run.data.params
-        for tag in (L.TAG_METHOD, L.TAG_SEED, L.TAG_PRESET, L.TAG_CODE_VERSION, L.TAG_TRIAL_KEY):
+        for tag in (L.TAG_METHOD, L.TAG_SEED, L.TAG_PRESET, L.TAG_CODE_VERSION, L.TAG_TRIAL_KEY, L.TAG_CHI,
+                    L.TAG_BATCH_SIZE, L.TAG_DEVICE):
             assert tags.get(tag), tag
         for p in ("chi", "rho", "batch_size", "lambda_rep", "lambda_dsc", "lambda_aux", "lambda_suff", "lambda_min",
                   "tau", "lr", "epochs_special", "seed"):
             assert p in params, p
         method = tags[L.TAG_METHOD]
+        assert tags[L.TAG_DEVICE] == "cpu"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, L.KEEP_RATIO_METRIC)] == \
+            [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")]
         expected = [L.curve_step(p) for p in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)] \
             if method == "s3" else [L.curve_step(1.0)]
