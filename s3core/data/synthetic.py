@@ -1,5 +1,9 @@
-"""A synthetic multimodal benchmark with known shared and unique latent factors.
+"""A synthetic multimodal benchmark with known latent factors, in named variants.
 
+Variant 'base' (the default, `SyntheticConfig()`) is the original generator, kept bit-identical.
+The variants 'clean', 'nuisance' and 'localized' are built to test S3's mechanism (below).
+
+## variant='base'
 Generative model (all draws from `seed`):
     Z_s ~ N(0, I_shared_dim)            one shared factor per sample, seen by every modality
     Z_m ~ N(0, I_unique_dim)            one unique factor per sample and modality m
@@ -12,6 +16,76 @@ Z_1 of modality x1 ('unique') or [Z_s; Z_1] ('mixed'); w is symmetric so classes
 
 The mixing matrices and w come from one random stream and the samples from others, so changing a
 split size does not change the task. meta['factors'][split] holds the factor arrays.
+
+## The variants: design, fixed before any study was run on them
+The mechanism under test (docs/S3_METHOD.md): Stage 2 trains only the routers, with the labels,
+so it should give high router scores to the (token, expert) pairs that carry task-relevant
+content; Stage 3 keeps the highest-scoring fraction p of a batch's pairs, so lowering p should
+first remove task-irrelevant paths (accuracy rises) and then relevant ones (it falls): an
+inverted U. 'base' cannot show this: nothing in it is task-irrelevant, every step carries every
+factor, and a logistic regression on the raw features scores 97-99% (its label is linear in the
+factors). The variants add what the argument needs, one thing at a time:
+- nuisance factors, task-irrelevant (never in the label) and of high variance: N_s shared by
+  every modality (what cross-modal InfoNCE keeps) and N_m unique to modality m (what intra-modal
+  InfoNCE keeps). InfoMax objectives keep them; the paper says S3 prunes them.
+- a label nonlinear in the relevant factors, so no method (and no linear reference) saturates.
+- relevant factors that live in some time steps only (one event window per sample), the other
+  steps carrying nuisance only: then whole tokens are task-irrelevant, which only per-token
+  routing can tell apart and only pair-level pruning can drop.
+- MultiBench-like sizes: T = 50 steps, widths 35 and 300 (MOSI/MOSEI vision and text).
+
+Generative model of the variants (per sample; all draws from `seed`):
+    Z_s ~ N(0, I_shared_dim),  Z_m ~ N(0, I_unique_dim)                 relevant factors
+    N_s ~ N(0, I_nuisance_shared_dim),  N_m ~ N(0, I_nuisance_unique_dim)  nuisance factors
+    r_m = tanh(A_m [Z_s; Z_m])           (D_m,) the relevant content of modality m
+    u_m = tanh(B_m [N_s; N_m])           (D_m,) the nuisance content of modality m
+    x_m[t] = e[t] * r_m + nuisance_scale * b[t] * u_m + noise * eps_t,  eps_t ~ N(0, I)
+A_m and B_m are fixed random maps, one per modality for every step (a feature extractor applied
+frame by frame: content, not position, tells the steps apart), scaled to unit variance before
+the tanh. e[t], b[t] in {0, 1} say which steps carry which content:
+    event_steps = 0: e[t] = b[t] = 1 at every step (factors everywhere, as in 'base');
+    event_steps = L > 0: e = 1 on a window of L consecutive real steps starting at a uniformly
+        random step, the same window in every modality (an aligned event), and b = 1 - e.
+Label: f = Z_s ('shared'), Z_1 ('unique') or [Z_s; Z_1] ('mixed'); w, u, v are orthonormal random
+directions in f's space (so f needs >= 3 dims) and
+    y = 1[cos(theta) * (w . f) + sin(theta) * (u . f) * (v . f) > 0],  theta = label_nonlinearity * pi / 2.
+The two terms are uncorrelated, of unit variance and symmetric, so classes are balanced;
+label_nonlinearity 0 is a linear label, 1 a pure XOR-like product (a linear read-out of f is then
+at chance). y is a deterministic function of f: a model that recovers f can reach 100%. At 0.5
+the best linear classifier of f itself scores about 81% (1e6 Gaussian draws); one of the raw
+features, which also carry nuisance, scores less (see the probe table in docs/RESULTS.md).
+
+| field (None = the variant's value) | base | clean | nuisance | localized |
+|---|---|---|---|---|
+| n_train / n_valid / n_test | 2000/500/500 | 2000/500/500 | 2000/500/500 | 2000/500/500 |
+| seq_len, dims | 8, (16, 24) | 50, (35, 300) | 50, (35, 300) | 50, (35, 300) |
+| shared_dim, unique_dim | 4, 4 | 4, 4 | 4, 4 | 4, 4 |
+| noise | 0.1 | 0.3 | 0.3 | 0.3 |
+| label, label_nonlinearity | shared, 0 | mixed, 0.5 | mixed, 0.5 | mixed, 0.5 |
+| nuisance_shared_dim, nuisance_unique_dim | 0, 0 | 0, 0 | 4, 4 | 4, 4 |
+| nuisance_scale | 0 | 0 | 2.0 | 2.0 |
+| event_steps | 0 (all) | 0 (all) | 0 (all) | 10 of 50 |
+
+Why these values: nuisance_scale 2 gives each nuisance-carrying step 4x the variance of the
+relevant content (tanh's output std is about 0.63 for a unit-variance input), the "high
+variance" that makes InfoMax objectives keep it; noise 0.3 is about half that std; a 10-step
+event leaves 80% of the tokens task-irrelevant; label_nonlinearity 0.5 weighs the linear and the
+product part equally.
+
+What the mechanism predicts (written before running the study; the study reports whatever comes):
+- clean: nothing task-irrelevant to prune, so no rise at intermediate p (a control).
+- nuisance: every token mixes relevant and nuisance content, so pruning can help only if experts
+  specialise by content and Selection lowers the scores of nuisance-carrying experts.
+- localized: 40 of 50 steps are nuisance only; if Selection lowers their router scores, pruning
+  drops them first, and the share of kept pairs on event steps rises as p falls
+  (s3core.analysis.analyse_experts measures it).
+The raw-feature linear probe (s3core.analysis.raw_feature_embeddings) is the reference row of
+every report on these data.
+
+meta (variants): 'factors'[split] = {'shared': Z_s, 'x1': Z_1, ..., 'nuisance_shared': N_s,
+'nuisance_x1': N_1, ...} (nuisance keys only when their dim > 0); 'factor_kinds' = {name:
+'relevant_shared' | 'relevant_unique' | 'nuisance_shared' | 'nuisance_unique'}; 'event_mask'[split]
+= {m: (N, T) bool, True where r_m is present}; 'label_directions' = (w, u, v); 'variant'.
 """
 from __future__ import annotations
 
