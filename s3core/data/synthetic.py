@@ -89,7 +89,8 @@ meta (variants): 'factors'[split] = {'shared': Z_s, 'x1': Z_1, ..., 'nuisance_sh
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -97,20 +98,52 @@ from .base import SPLITS, Benchmark, DataError, Split, mask_from_padding, valida
 
 LABEL_CHOICES = ("shared", "unique", "mixed")
 
+# The variants' values for every field left at None (the table in the module docstring).
+_BASE = dict(n_train=2000, n_valid=500, n_test=500, seq_len=8, dims=(16, 24), shared_dim=4, unique_dim=4,
+             noise=0.1, label="shared", pad_fraction=0.0, nuisance_shared_dim=0, nuisance_unique_dim=0,
+             nuisance_scale=0.0, event_steps=0, label_nonlinearity=0.0)
+_MULTIBENCH_SIZED = dict(_BASE, seq_len=50, dims=(35, 300), noise=0.3, label="mixed", label_nonlinearity=0.5)
+VARIANTS: dict[str, dict] = {
+    "base": _BASE,
+    "clean": _MULTIBENCH_SIZED,
+    "nuisance": dict(_MULTIBENCH_SIZED, nuisance_shared_dim=4, nuisance_unique_dim=4, nuisance_scale=2.0),
+    "localized": dict(_MULTIBENCH_SIZED, nuisance_shared_dim=4, nuisance_unique_dim=4, nuisance_scale=2.0,
+                      event_steps=10),
+}
+
 
 @dataclass
 class SyntheticConfig:
-    n_train: int = 2000  # samples per split
-    n_valid: int = 500
-    n_test: int = 500
-    seq_len: int = 8  # time steps T per modality
-    dims: tuple[int, ...] = (16, 24)  # feature width D_m per modality; len(dims) >= 2 modalities
-    shared_dim: int = 4  # size of Z_s, seen by every modality
-    unique_dim: int = 4  # size of each Z_m, seen by modality m only
-    noise: float = 0.1  # std of the Gaussian noise added to every feature
-    label: str = "shared"  # 'shared': y from Z_s; 'unique': y from Z_1 (modality x1); 'mixed': both
+    """The benchmark's config. A field left at None takes the variant's value (VARIANTS, the
+    table in the module docstring); the values after each field are variant 'base''s."""
+
+    n_train: int | None = None  # samples per split (2000)
+    n_valid: int | None = None  # (500)
+    n_test: int | None = None  # (500)
+    seq_len: int | None = None  # time steps T per modality (8)
+    dims: tuple[int, ...] | None = None  # feature width D_m per modality, >= 2 modalities ((16, 24))
+    shared_dim: int | None = None  # size of Z_s, seen by every modality (4)
+    unique_dim: int | None = None  # size of each Z_m, seen by modality m only (4)
+    noise: float | None = None  # std of the Gaussian noise added to every feature (0.1)
+    label: str | None = None  # 'shared': y from Z_s; 'unique': y from Z_1 (modality x1); 'mixed': both
     seed: int = 0  # the whole benchmark is a deterministic function of the config
-    pad_fraction: float = 0.0  # fraction of sequences left-zero-padded by 1..T-1 steps (tests masks)
+    pad_fraction: float | None = None  # fraction of sequences left-zero-padded (tests masks) (0.0)
+    variant: str = "base"  # base (the original generator) | clean | nuisance | localized
+    # --- variants other than 'base' only (base: all 0) ---
+    nuisance_shared_dim: int | None = None  # size of N_s, task-irrelevant, seen by every modality
+    nuisance_unique_dim: int | None = None  # size of each N_m, task-irrelevant, modality m only
+    nuisance_scale: float | None = None  # amplitude of the nuisance content relative to the relevant
+    event_steps: int | None = None  # 0: relevant content at every step; L: only in an L-step window
+    label_nonlinearity: float | None = None  # 0: y linear in f; 1: y = sign of a product (XOR-like)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise DataError(f"synthetic: variant={self.variant!r}; choose one of {list(VARIANTS)}")
+        for name, value in VARIANTS[self.variant].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if not isinstance(self.dims, tuple):
+            self.dims = tuple(self.dims)  # a list from JSON or the command line
 
 
 def _check(cfg: SyntheticConfig) -> None:
@@ -125,20 +158,46 @@ def _check(cfg: SyntheticConfig) -> None:
         raise DataError(f"synthetic: label={cfg.label!r}; choose one of {list(LABEL_CHOICES)}")
     if not 0.0 <= cfg.pad_fraction <= 1.0 or cfg.noise < 0:
         raise DataError("synthetic: pad_fraction must lie in [0, 1] and noise must be >= 0")
+    new_fields = ("nuisance_shared_dim", "nuisance_unique_dim", "nuisance_scale", "event_steps",
+                  "label_nonlinearity")
+    if cfg.variant == "base":
+        set_ = [f for f in new_fields if getattr(cfg, f) != _BASE[f]]
+        if set_:
+            raise DataError(f"synthetic: {set_} apply to the variants, not to 'base'; pick one, e.g. "
+                            "variant='nuisance'")
+        return
+    if cfg.nuisance_shared_dim < 0 or cfg.nuisance_unique_dim < 0 or cfg.nuisance_scale < 0:
+        raise DataError("synthetic: nuisance_shared_dim, nuisance_unique_dim and nuisance_scale must be >= 0")
+    if not 0 <= cfg.event_steps <= cfg.seq_len:
+        raise DataError(f"synthetic: event_steps={cfg.event_steps} must lie in 0..seq_len={cfg.seq_len} "
+                        "(0: relevant content at every step)")
+    if not 0.0 <= cfg.label_nonlinearity <= 1.0:
+        raise DataError(f"synthetic: label_nonlinearity={cfg.label_nonlinearity} must lie in [0, 1]")
+    if _label_dim(cfg) < 3:
+        raise DataError(f"synthetic: the '{cfg.label}' label needs >= 3 factor dims for its three directions "
+                        f"w, u, v, got {_label_dim(cfg)}; raise shared_dim/unique_dim")
+
+
+def _label_dim(cfg: SyntheticConfig) -> int:
+    return {"shared": cfg.shared_dim, "unique": cfg.unique_dim,
+            "mixed": cfg.shared_dim + cfg.unique_dim}[cfg.label]
 
 
 def make_synthetic(cfg: SyntheticConfig | None = None) -> Benchmark:
     """Generate the synthetic benchmark described in the module docstring.
 
     Args:
-        cfg: the config; defaults to SyntheticConfig().
+        cfg: the config; defaults to SyntheticConfig() (variant 'base').
     Returns:
         A validated Benchmark with modalities "x1", "x2", ..., features (N, seq_len, dims[m])
         float32, binary labels, and meta['factors'][split] = {'shared': (N, shared_dim),
-        'x1': (N, unique_dim), ...} plus meta['label_weights'] (w) and meta['config'].
+        'x1': (N, unique_dim), ...} plus meta['label_weights'] (w) and meta['config'];
+        the variants add the nuisance factors and meta 'factor_kinds', 'event_mask', 'variant'.
     """
     cfg = cfg or SyntheticConfig()
     _check(cfg)
+    if cfg.variant != "base":
+        return _make_variant(cfg)
     names = tuple(f"x{i + 1}" for i in range(len(cfg.dims)))
     k = cfg.shared_dim + cfg.unique_dim
     structure_seq, *split_seqs = np.random.SeedSequence(cfg.seed).spawn(1 + len(SPLITS))
@@ -179,4 +238,88 @@ def make_synthetic(cfg: SyntheticConfig | None = None) -> Benchmark:
     bench = Benchmark(name="synthetic", modalities=names, splits=splits, num_classes=2,
                       meta={"source": "synthetic", "config": config, "factors": factors,
                             "label_weights": w})
+    return validate_benchmark(bench, source="synthetic")
+
+
+def _orthonormal(rng: np.random.Generator, dim: int, count: int) -> np.ndarray:
+    """`count` orthonormal random directions in R^dim, as rows (count, dim)."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, count)))
+    return (q * np.sign(np.diag(r))).T  # sign fix: a unique Q for the drawn matrix
+
+
+def _variant_label(f: np.ndarray, directions: np.ndarray, nonlinearity: float) -> np.ndarray:
+    """y = 1[cos(theta) w.f + sin(theta) (u.f)(v.f) > 0], theta = nonlinearity * pi / 2. f: (N, k)."""
+    theta = nonlinearity * math.pi / 2
+    lin, pu, pv = (f @ directions.T).T  # each (N,)
+    return (math.cos(theta) * lin + math.sin(theta) * pu * pv > 0).astype(np.int64)
+
+
+def _make_variant(cfg: SyntheticConfig) -> Benchmark:
+    """The variants' generator (module docstring, 'The variants')."""
+    names = tuple(f"x{i + 1}" for i in range(len(cfg.dims)))
+    T, L = cfg.seq_len, cfg.event_steps
+    k_rel = cfg.shared_dim + cfg.unique_dim
+    k_nui = cfg.nuisance_shared_dim + cfg.nuisance_unique_dim
+    structure_seq, *split_seqs = np.random.SeedSequence([cfg.seed, 1]).spawn(1 + len(SPLITS))
+    structure_rng = np.random.default_rng(structure_seq)
+    relevant_map = {m: structure_rng.standard_normal((k_rel, d)) / np.sqrt(k_rel) for m, d in zip(names, cfg.dims)}
+    nuisance_map = {m: structure_rng.standard_normal((k_nui, d)) / np.sqrt(max(k_nui, 1))
+                    for m, d in zip(names, cfg.dims)}
+    directions = _orthonormal(structure_rng, _label_dim(cfg), 3)  # rows w, u, v
+
+    sizes = {"train": cfg.n_train, "valid": cfg.n_valid, "test": cfg.n_test}
+    splits, factors, event_masks = {}, {}, {}
+    for split_name, seq in zip(SPLITS, split_seqs):
+        rng = np.random.default_rng(seq)
+        n = sizes[split_name]
+        z_shared = rng.standard_normal((n, cfg.shared_dim))
+        z_unique = {m: rng.standard_normal((n, cfg.unique_dim)) for m in names}
+        n_shared = rng.standard_normal((n, cfg.nuisance_shared_dim))
+        n_unique = {m: rng.standard_normal((n, cfg.nuisance_unique_dim)) for m in names}
+        # left padding first, then the event window inside the real steps
+        n_pad = np.zeros(n, dtype=np.int64)
+        max_pad = T - max(L, 1)  # at least one real step, and room for the whole window
+        if cfg.pad_fraction > 0 and max_pad > 0:
+            padded = rng.random(n) < cfg.pad_fraction
+            n_pad = rng.integers(1, max_pad + 1, size=n) * padded
+        steps = np.arange(T)[None, :]                                         # (1, T)
+        real = steps >= n_pad[:, None]                                        # (N, T)
+        if L > 0:
+            start = n_pad + (rng.random(n) * (T - n_pad - L + 1)).astype(np.int64)  # uniform in n_pad..T-L
+            event = real & (steps >= start[:, None]) & (steps < start[:, None] + L)
+            background = real & ~event
+        else:
+            event = background = real
+        features, masks = {}, {}
+        for m in names:
+            relevant = np.tanh(np.concatenate([z_shared, z_unique[m]], 1) @ relevant_map[m])  # (N, D)
+            x = cfg.noise * rng.standard_normal((n, T, relevant.shape[1]), dtype=np.float32)
+            x += event[:, :, None] * relevant[:, None, :].astype(np.float32)
+            if k_nui > 0 and cfg.nuisance_scale > 0:
+                nuisance = np.tanh(np.concatenate([n_shared, n_unique[m]], 1) @ nuisance_map[m])
+                x += background[:, :, None] * (cfg.nuisance_scale * nuisance[:, None, :]).astype(np.float32)
+            x[~real] = 0.0  # left padding, like MultiBench
+            features[m] = x
+            masks[m] = mask_from_padding(x)
+        label_factor = {"shared": z_shared, "unique": z_unique[names[0]],
+                        "mixed": np.concatenate([z_shared, z_unique[names[0]]], axis=1)}[cfg.label]
+        labels = _variant_label(label_factor, directions, cfg.label_nonlinearity)
+        splits[split_name] = Split(features=features, masks=masks, labels=labels)
+        f = {"shared": z_shared, **z_unique}
+        if cfg.nuisance_shared_dim > 0:
+            f["nuisance_shared"] = n_shared
+        if cfg.nuisance_unique_dim > 0:
+            f.update({f"nuisance_{m}": n_unique[m] for m in names})
+        factors[split_name] = f
+        event_masks[split_name] = {m: event & masks[m] for m in names}
+
+    kinds = {"shared": "relevant_shared", **{m: "relevant_unique" for m in names}}
+    kinds.update({k: ("nuisance_shared" if k == "nuisance_shared" else "nuisance_unique")
+                  for k in factors["train"] if k.startswith("nuisance_")})
+    config = asdict(cfg)
+    config["dims"] = list(cfg.dims)
+    bench = Benchmark(name="synthetic", modalities=names, splits=splits, num_classes=2,
+                      meta={"source": "synthetic", "variant": cfg.variant, "config": config,
+                            "factors": factors, "factor_kinds": kinds, "event_mask": event_masks,
+                            "label_directions": directions})
     return validate_benchmark(bench, source="synthetic")
