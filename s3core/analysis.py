@@ -25,9 +25,10 @@ Pure torch/numpy (no Ray, no MLflow). Three parts:
      since the matching is chosen on the same data).
    - class_js[m, l]: the generalised JS divergence (bits) between the classes' usage rows, equal
      weights: 0 when routing ignores the class; how class-specific the routing is.
+   - routing_weight[m, l, n, e]: sample n's mean over its routed tokens of expert e's gate (0
+     where e is not in the top-k), at p = 1 (sort by it for an expert's high-activating samples).
    - factor_r2[m, l, e, f]: R^2 of a least-squares fit (with intercept) of expert e's routing
-     weight (per sample: mean over its routed tokens of the gate, 0 where e is not in the top-k)
-     on factor f's values, linear and squared terms (`quadratic=True`); factor 'label' is the
+     weight on factor f's values, linear and squared terms (`quadratic=True`); factor 'label' is the
      class one-hot. r2_chance[f] = regressors / (N - 1) is its expectation under independence.
    - survival[m, l, e]: kept pairs / chosen pairs of expert e at p; kept_share: each expert's
      share of all kept pairs.
@@ -210,7 +211,8 @@ class ExpertAnalysis:
     dsc_matched: np.ndarray                # (P, L, C) after matching experts (p = 1)
     class_js: np.ndarray                   # (M, L) between classes, p = 1
     class_js_at_p: np.ndarray              # (M, L)
-    factor_r2: np.ndarray                  # (M, L, E, F)
+    routing_weight: np.ndarray             # (M, L, N, E) per sample: mean gate over its tokens, p = 1
+    factor_r2: np.ndarray                  # (M, L, E, F) R^2 of routing_weight on each factor
     r2_chance: np.ndarray                  # (F,)
     event_share: np.ndarray                # (M, L) NaN without an event mask
     event_share_at_p: np.ndarray           # (M, L)
@@ -409,7 +411,7 @@ class ExpertUsageAccumulator:
             pair_counts=pair_counts, gate_mass=gate_mass, pruned_pass_counts=pruned, kept_counts=kept,
             usage=usage, gate_usage=gate_usage, usage_at_p=usage_at_p, survival=survival, kept_share=kept_share,
             dsc=dsc, dsc_at_p=dsc_at_p, dsc_matched=dsc_matched, class_js=class_js, class_js_at_p=class_js_at_p,
-            factor_r2=factor_r2, r2_chance=r2_chance, event_share=event_share, event_share_at_p=event_share_at_p)
+            routing_weight=weight, factor_r2=factor_r2, r2_chance=r2_chance, event_share=event_share, event_share_at_p=event_share_at_p)
 
 
 def _r2_per_column(targets: np.ndarray, x: np.ndarray) -> np.ndarray:

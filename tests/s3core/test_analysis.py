@@ -181,6 +181,8 @@ def test_factor_r2_finds_the_factor_an_expert_carries():
         acc.add(m, 0, logits, sample, step, "both")
     res = acc.result({"q": q, "other": noise_factor})
     assert res.factor_names == ("label", "q", "other")
+    sig5 = 1 / (1 + math.exp(-5))
+    np.testing.assert_allclose(res.routing_weight[0, 0], np.stack([q / T * sig5, (T - q) / T * sig5], 1), rtol=1e-6)
     r2 = res.factor_r2[0, 0]                                             # (E, F)
     assert r2[0, 1] == pytest.approx(1.0) and r2[1, 1] == pytest.approx(1.0)
     assert r2[0, 2] < 4 * res.r2_chance[2] and r2[0, 0] < 4 * res.r2_chance[0]
@@ -196,7 +198,8 @@ def test_save_load_roundtrip(tmp_path):
     assert os.listdir(tmp_path) == ["experts.npz"]                       # no temp file left
     back = ExpertAnalysis.load(path)
     assert back.modalities == ("x1", "x2") and back.keep_ratio == 0.25 and back.factor_names == ("label",)
-    for name in ("usage", "dsc", "dsc_matched", "survival", "event_share_at_p", "factor_r2", "kept_counts"):
+    for name in ("usage", "dsc", "dsc_matched", "survival", "event_share_at_p", "factor_r2", "kept_counts",
+                 "routing_weight"):
         np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
     assert back.to_metrics() == res.to_metrics()
 
