@@ -4,7 +4,8 @@ Pure torch/numpy (no Ray, no MLflow). Three parts:
 
 1. `raw_feature_embeddings(split)`: the raw-feature reference 'method': per sample, the mean over
    real time steps of each modality's raw features, concatenated. Fed to the same linear probe
-   as any method's embeddings, it says how much of a label a linear read-out of the inputs gets.
+   as any method's embeddings, it says how much of a label a linear read-out of the inputs gets;
+   `raw_feature_probe(bench)` runs that probe.
 
 2. `analyse_experts(model, data, split, keep_ratio, ...)` -> `ExpertAnalysis`, per modality and
    MoE layer. The router's choices are read with forward hooks (a pre-hook on each `MoEFFN` for
@@ -47,6 +48,7 @@ Pure torch/numpy (no Ray, no MLflow). Three parts:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -88,6 +90,16 @@ def raw_feature_embeddings(split, modalities=None):
     if blocks and isinstance(blocks[0], Tensor):
         return torch.cat(blocks, 1)
     return np.concatenate(blocks, 1).astype(np.float32)
+
+
+def raw_feature_probe(bench, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), backend: str = "auto", max_iter: int = 1000):
+    """The raw-feature reference on a Benchmark: `linear_probe` (train fits, valid chooses the L2,
+    test scores) on `raw_feature_embeddings` of each split. Returns a ProbeResult."""
+    from s3core.probe import linear_probe
+
+    xs = [(torch.from_numpy(raw_feature_embeddings(bench[s], bench.modalities)),
+           torch.from_numpy(np.asarray(bench[s].labels, dtype=np.int64))) for s in ("train", "valid", "test")]
+    return linear_probe(*xs, num_classes=bench.num_classes, l2_grid=l2_grid, max_iter=max_iter, backend=backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +442,7 @@ def _r2_per_column(targets: np.ndarray, x: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, batch_size: int = 256,
                     factors: dict | None = None, event_mask: dict | None = None,
-                    quadratic: bool = True) -> ExpertAnalysis:
+                    quadratic: bool = True, autocast=None) -> ExpertAnalysis:
     """Expert analysis of a trained S3Model on one split (module docstring, part 2).
 
     Args:
@@ -442,6 +454,8 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
             synthetic benchmark's bench.meta['factors'][split].
         event_mask: optional {m: (N, T) bool}, e.g. bench.meta['event_mask'][split].
         quadratic: regress routing weights on factors' linear and squared terms (else linear).
+        autocast: the context factory Stage 3 used (s3core.stages.autocast_for(cfg)), so a bf16
+            model routes as it did on its curve; None runs in the model's dtype.
     Returns:
         ExpertAnalysis.
     """
@@ -483,7 +497,8 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
             for idx in ordered_batches(len(st), batch_size, st.labels.device):
                 state["offset"] = int(idx[0])
                 inputs, _ = st.batch(idx)
-                model(standardise(inputs, data), keep_ratio=p)
+                with autocast() if autocast else contextlib.nullcontext():
+                    model(standardise(inputs, data), keep_ratio=p)
     finally:
         for h in handles:
             h.remove()
@@ -565,5 +580,5 @@ def expert_flops_at_keep_ratio(cfg, masks: dict, keep_ratio: float, batch_size: 
 
 __all__ = ["ExpertAnalysis", "ExpertUsageAccumulator", "analyse_experts", "dense_ffn_flops_per_sample",
            "expert_flops_at_keep_ratio", "expert_flops_per_pair", "expert_flops_per_sample", "generalised_js",
-           "js_divergence", "kept_pairs_per_layer", "min_cost_assignment", "raw_feature_embeddings", "route_pairs",
-           "routed_tokens"]
+           "js_divergence", "kept_pairs_per_layer", "min_cost_assignment", "raw_feature_embeddings",
+           "raw_feature_probe", "route_pairs", "routed_tokens"]

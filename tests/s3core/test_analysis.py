@@ -14,7 +14,7 @@ from torch import nn
 from s3core.analysis import (ExpertAnalysis, ExpertUsageAccumulator, analyse_experts, dense_ffn_flops_per_sample,
                              expert_flops_at_keep_ratio, expert_flops_per_pair, expert_flops_per_sample,
                              generalised_js, js_divergence, kept_pairs_per_layer, min_cost_assignment,
-                             raw_feature_embeddings, routed_tokens)
+                             raw_feature_embeddings, raw_feature_probe, routed_tokens)
 from s3core.config import S3Config
 from s3core.data import Split, SyntheticConfig, make_synthetic
 from s3core.pipeline import build_model
@@ -38,6 +38,8 @@ def test_raw_feature_embeddings_mean_over_real_steps_numpy_and_torch():
     tensors = to_tensors(make_synthetic(SyntheticConfig(n_train=20, n_valid=5, n_test=5, seq_len=4, dims=(3, 2),
                                                         pad_fraction=0.5)))
     bench = make_synthetic(SyntheticConfig(n_train=20, n_valid=5, n_test=5, seq_len=4, dims=(3, 2), pad_fraction=0.5))
+    res = raw_feature_probe(bench, l2_grid=(1e-2,), backend="torch", max_iter=50)
+    assert 0.0 <= res.test_acc <= 1.0 and res.l2 == 1e-2
     t = raw_feature_embeddings(tensors["train"])
     assert isinstance(t, torch.Tensor) and t.shape == (20, 5)
     np.testing.assert_allclose(t.numpy(), raw_feature_embeddings(bench["train"]), rtol=1e-6)
