@@ -1,0 +1,584 @@
+"""Evidence for S3's mechanism: a raw-feature reference, an expert analysis, expert FLOPs.
+
+Pure torch/numpy (no Ray, no MLflow). Three parts:
+
+1. `raw_feature_embeddings(split)`: the raw-feature reference 'method': per sample, the mean over
+   real time steps of each modality's raw features, concatenated. Fed to the same linear probe
+   as any method's embeddings, it says how much of a label a linear read-out of the inputs gets;
+   `raw_feature_probe(bench)` runs that probe.
+
+2. `analyse_experts(model, data, split, keep_ratio, ...)` -> `ExpertAnalysis`, per modality and
+   MoE layer. The router's choices are read with forward hooks (a pre-hook on each `MoEFFN` for
+   its token mask, a hook on `MoEFFN.router` for its logits; the library is not modified) and
+   recomputed from the logits exactly as `MoEFFN.forward` does: softmax, top-k, and at p < 1 the
+   batch's ceil(p * pairs) highest-gate pairs (`moe.num_kept`, `moe.top_pairs`). The model runs in
+   the batches Stage 3's `embed` uses (the split in order, `batch_size`), so the kept pairs are
+   the ones that curve point computed. Definitions (a "pair" is a routed (token, expert) choice
+   of top-k; a sample's class is its label):
+   - usage[m, l, c, e]: the fraction of class c's pairs (at p = 1) that go to expert e;
+     gate_usage: the same with each pair weighted by its gate; usage_at_p: of the pairs kept at p.
+   - DSC (Distributional Semantic Coherence): dsc[pair, l, c] = JS(usage[m1, l, c], usage[m2, l, c]),
+     the Jensen-Shannon divergence in bits (0 = identical usage, 1 = disjoint experts), for each
+     pair of modalities. Each modality has its own encoder, so expert e of x1 and expert e of x2
+     are different parameters: the by-index DSC is what the issue asks for, and `dsc_matched` is
+     the same JS after matching modality m2's experts to m1's by an assignment that minimises
+     the L1 distance between their per-class usage profiles (permutation-invariant; optimistic,
+     since the matching is chosen on the same data).
+   - class_js[m, l]: the generalised JS divergence (bits) between the classes' usage rows, equal
+     weights: 0 when routing ignores the class; how class-specific the routing is.
+   - routing_weight[m, l, n, e]: sample n's mean over its routed tokens of expert e's gate (0
+     where e is not in the top-k), at p = 1 (sort by it for an expert's high-activating samples).
+   - factor_r2[m, l, e, f]: R^2 of a least-squares fit (with intercept) of expert e's routing
+     weight on factor f's values, linear and squared terms (`quadratic=True`); factor 'label' is the
+     class one-hot. r2_chance[f] = regressors / (N - 1) is its expectation under independence.
+   - survival[m, l, e]: kept pairs / chosen pairs of expert e at p; kept_share: each expert's
+     share of all kept pairs.
+   - event_share[m, l]: the share of pairs on steps marked by `event_mask` (the synthetic
+     variants' relevant steps) at p = 1, and event_share_at_p among the pairs kept at p. The
+     mechanism predicts event_share_at_p > event_share after Selection.
+   Run it on the model after Stage 1 and after Stage 2 for "before/after Selection".
+
+3. Expert FLOPs for the accuracy-compute frontier. Convention: one kept (token, expert) pair
+   runs two matmuls, d_model -> expert_hidden and expert_hidden -> d_model, each d_model *
+   expert_hidden multiply-adds, and a multiply-add counts as 2 FLOPs: 2 * 2 * d_model *
+   expert_hidden per pair. Not counted (each O(d_model + expert_hidden) per pair or O(d_model * E)
+   per token): biases, GELU, the gate scaling, the scatter-add, the router. The dense FFN of the
+   CLIP reference, d_model -> d_ff -> d_model, costs 2 * 2 * d_model * d_ff per real token and
+   layer; with top_k = chi the unpruned MoE costs exactly that (k * d_ff / chi = d_ff).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, fields
+from itertools import combinations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from s3core.moe import num_kept, top_pairs
+
+# ----------------------------------------------------------------------------------------------
+# 1. the raw-feature reference
+
+
+def raw_feature_embeddings(split, modalities=None):
+    """Mean over the real (mask True) steps of each modality's raw features, concatenated.
+
+    Args:
+        split: a data Split (numpy) or a tensors SplitTensors (torch): anything with
+            `.features` {m: (N, T_m, D_m)} and `.masks` {m: (N, T_m) bool}.
+        modalities: the order of the blocks; default the split's own order.
+    Returns:
+        (N, sum_m D_m) float32, numpy for a numpy split and a torch tensor (on the split's
+        device) for a torch one. A sample with no real step of a modality gets zeros there.
+    """
+    modalities = tuple(split.features) if modalities is None else tuple(modalities)
+    blocks = []
+    for m in modalities:
+        x, mask = split.features[m], split.masks[m]
+        if isinstance(x, Tensor):
+            w = mask.to(torch.float32).unsqueeze(2)                                  # (N, T, 1)
+            blocks.append((x.float() * w).sum(1) / w.sum(1).clamp_min(1.0))
+        else:
+            w = np.asarray(mask, dtype=np.float32)[:, :, None]
+            blocks.append((np.asarray(x, dtype=np.float32) * w).sum(1) / np.maximum(w.sum(1), 1.0))
+    if blocks and isinstance(blocks[0], Tensor):
+        return torch.cat(blocks, 1)
+    return np.concatenate(blocks, 1).astype(np.float32)
+
+
+def raw_feature_probe(bench, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), backend: str = "auto", max_iter: int = 1000):
+    """The raw-feature reference on a Benchmark: `linear_probe` (train fits, valid chooses the L2,
+    test scores) on `raw_feature_embeddings` of each split. Returns a ProbeResult."""
+    from s3core.probe import linear_probe
+
+    xs = [(torch.from_numpy(raw_feature_embeddings(bench[s], bench.modalities)),
+           torch.from_numpy(np.asarray(bench[s].labels, dtype=np.int64))) for s in ("train", "valid", "test")]
+    return linear_probe(*xs, num_classes=bench.num_classes, l2_grid=l2_grid, max_iter=max_iter, backend=backend)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. expert analysis: divergences and matching
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence in bits between distributions on the last axis (0 log 0 = 0).
+
+    Rows need not be normalised (they are); a row of zeros or NaN gives NaN."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(-1, keepdims=True)
+        q = q / q.sum(-1, keepdims=True)
+        mid = 0.5 * (p + q)
+        kl = lambda a: np.where(a > 0, a * np.log2(a / np.where(mid > 0, mid, 1.0)), 0.0).sum(-1)  # noqa: E731
+        out = 0.5 * kl(p) + 0.5 * kl(q)
+    bad = ~(np.isfinite(p).all(-1) & np.isfinite(q).all(-1))
+    return np.where(bad, np.nan, np.clip(out, 0.0, 1.0))
+
+
+def _entropy_bits(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    return -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+
+
+def generalised_js(rows: np.ndarray) -> float:
+    """JS divergence (bits) of several distributions (rows, equal weights): H(mean) - mean H.
+    Rows with NaN (an absent class) are left out; fewer than 2 rows give NaN."""
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows[np.isfinite(rows).all(1)]
+    if len(rows) < 2:
+        return float("nan")
+    return float(max(0.0, _entropy_bits(rows.mean(0)) - _entropy_bits(rows).mean()))
+
+
+def min_cost_assignment(cost: np.ndarray) -> np.ndarray:
+    """Exact minimum-cost perfect matching of a square cost matrix (Hungarian algorithm, O(n^3)).
+
+    Returns col (n,): row i is matched to column col[i]. (numpy only: s3core needs no scipy.)"""
+    cost = np.asarray(cost, dtype=np.float64)
+    n = cost.shape[0]
+    if cost.shape != (n, n):
+        raise ValueError(f"min_cost_assignment needs a square matrix, got {cost.shape}")
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    match = np.zeros(n + 1, dtype=np.int64)  # match[j]: the row (1-based) matched to column j; 0 = none
+    way = np.zeros(n + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        match[0], j0 = i, 0
+        minv = np.full(n + 1, np.inf)
+        used = np.zeros(n + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = match[j0]
+            free = ~used[1:]
+            cur = cost[i0 - 1] - u[i0] - v[1:]
+            better = free & (cur < minv[1:])
+            minv[1:][better] = cur[better]
+            way[1:][better] = j0
+            cand = np.where(free, minv[1:], np.inf)
+            j1 = int(cand.argmin()) + 1
+            delta = cand[j1 - 1]
+            u[match[used]] += delta
+            v[used] -= delta
+            minv[~used] -= delta
+            j0 = j1
+            if match[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            match[j0] = match[j1]
+            j0 = j1
+    col = np.empty(n, dtype=np.int64)
+    col[match[1:] - 1] = np.arange(n)
+    return col
+
+
+def route_pairs(logits: Tensor, k: int, keep_ratio: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """The routing MoEFFN.forward computes from its router logits, for one batch.
+
+    Args:
+        logits: (N, E) router logits of the batch's routed tokens.
+        k: top-k. keep_ratio: Stage 3's p for this batch.
+    Returns:
+        gate (N, k) float32, expert (N, k) int64, kept (N, k) bool (all True at p = 1).
+    """
+    probs = logits.float().softmax(dim=-1)
+    gate, expert = probs.topk(k, dim=-1)
+    kept = torch.ones_like(gate, dtype=torch.bool)
+    n_pairs = gate.numel()
+    if keep_ratio < 1.0 and n_pairs > 0:
+        flat = torch.zeros(n_pairs, dtype=torch.bool, device=gate.device)
+        flat[top_pairs(gate.reshape(-1).detach(), num_kept(n_pairs, keep_ratio))] = True
+        kept = flat.view_as(gate)
+    return gate, expert, kept
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. expert analysis: the result
+
+
+@dataclass
+class ExpertAnalysis:
+    """Per modality m, MoE layer l, class c, expert e, factor f (module docstring, part 2)."""
+
+    modalities: tuple[str, ...]
+    factor_names: tuple[str, ...]          # 'label' first, then the factors given
+    keep_ratio: float
+    n_samples: int
+    pair_counts: np.ndarray                # (M, L, C, E) chosen pairs at p = 1
+    gate_mass: np.ndarray                  # (M, L, C, E) sum of their gates
+    pruned_pass_counts: np.ndarray         # (M, L, C, E) chosen pairs in the forward at p
+    kept_counts: np.ndarray                # (M, L, C, E) of those, kept
+    usage: np.ndarray                      # (M, L, C, E) pair_counts normalised over e
+    gate_usage: np.ndarray                 # (M, L, C, E)
+    usage_at_p: np.ndarray                 # (M, L, C, E) kept_counts normalised over e
+    survival: np.ndarray                   # (M, L, E) kept / chosen at p (NaN: never chosen)
+    kept_share: np.ndarray                 # (M, L, E) share of the kept pairs
+    dsc: np.ndarray                        # (P, L, C) JS bits, by expert index, p = 1
+    dsc_at_p: np.ndarray                   # (P, L, C) from usage_at_p
+    dsc_matched: np.ndarray                # (P, L, C) after matching experts (p = 1)
+    class_js: np.ndarray                   # (M, L) between classes, p = 1
+    class_js_at_p: np.ndarray              # (M, L)
+    routing_weight: np.ndarray             # (M, L, N, E) per sample: mean gate over its tokens, p = 1
+    factor_r2: np.ndarray                  # (M, L, E, F) R^2 of routing_weight on each factor
+    r2_chance: np.ndarray                  # (F,)
+    event_share: np.ndarray                # (M, L) NaN without an event mask
+    event_share_at_p: np.ndarray           # (M, L)
+
+    @property
+    def modality_pairs(self) -> list[tuple[str, str]]:
+        return list(combinations(self.modalities, 2))
+
+    def to_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat scalars for logging, NaNs left out. Keys (tag = '<modality>/L<layer>'):
+        dsc|dsc_at_p|dsc_matched/<m1>-<m2>/L<l> (mean over classes); class_js|class_js_at_p/<tag>;
+        usage_entropy/<tag> (entropy of the pooled p = 1 usage / log2 E); kept_fraction/<tag>;
+        survival_min|survival_max/<tag>; event_share|event_share_at_p/<tag>;
+        r2/<factor>/<tag>/max (best expert), /used (mean weighted by the p = 1 gate mass) and
+        /kept (weighted by the kept pairs at p); keep_ratio, n_samples."""
+        out = {"keep_ratio": float(self.keep_ratio), "n_samples": float(self.n_samples)}
+        M, L, C, E = self.pair_counts.shape
+
+        def put(key, value):
+            if np.isfinite(value):
+                out[key] = float(value)
+
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN row: left out
+            for pi, (a, b) in enumerate(self.modality_pairs):
+                for layer in range(L):
+                    for name in ("dsc", "dsc_at_p", "dsc_matched"):
+                        put(f"{name}/{a}-{b}/L{layer}", np.nanmean(getattr(self, name)[pi, layer]))
+            for mi, m in enumerate(self.modalities):
+                for layer in range(L):
+                    tag = f"{m}/L{layer}"
+                    pooled = self.pair_counts[mi, layer].sum(0)                   # (E,)
+                    pooled_gate = self.gate_mass[mi, layer].sum(0)
+                    kept = self.kept_counts[mi, layer].sum(0)
+                    survival = self.survival[mi, layer]
+                    put(f"class_js/{tag}", self.class_js[mi, layer])
+                    put(f"class_js_at_p/{tag}", self.class_js_at_p[mi, layer])
+                    put(f"usage_entropy/{tag}", _entropy_bits(pooled / pooled.sum()) / np.log2(E) if E > 1 else 0.0)
+                    put(f"kept_fraction/{tag}", kept.sum() / self.pruned_pass_counts[mi, layer].sum())
+                    put(f"survival_min/{tag}", np.nanmin(survival) if np.isfinite(survival).any() else np.nan)
+                    put(f"survival_max/{tag}", np.nanmax(survival) if np.isfinite(survival).any() else np.nan)
+                    put(f"event_share/{tag}", self.event_share[mi, layer])
+                    put(f"event_share_at_p/{tag}", self.event_share_at_p[mi, layer])
+                    for fi, f in enumerate(self.factor_names):
+                        r2 = self.factor_r2[mi, layer, :, fi]
+                        put(f"r2/{f}/{tag}/max", r2.max())
+                        put(f"r2/{f}/{tag}/used", (r2 * pooled_gate).sum() / pooled_gate.sum())
+                        put(f"r2/{f}/{tag}/kept", (r2 * kept).sum() / kept.sum())
+        return {prefix + k: v for k, v in out.items()}
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write every array and the metadata to one .npz (atomic: tmp + os.replace). Returns the path."""
+        path = os.fspath(path)
+        arrays, meta = {}, {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                arrays[f.name] = v
+            else:
+                meta[f.name] = list(v) if isinstance(v, tuple) else v
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ExpertAnalysis":
+        """Read a file written by `save` (no pickles: allow_pickle=False)."""
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta["modalities"] = tuple(meta["modalities"])
+        meta["factor_names"] = tuple(meta["factor_names"])
+        return cls(**meta, **arrays)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. expert analysis: accumulation
+
+
+class ExpertUsageAccumulator:
+    """Accumulates routing statistics batch by batch; `result()` builds the ExpertAnalysis.
+
+    Usable without a model (the tests feed it hand-built router logits): for every batch and
+    (modality, layer), call `add` with the logits of the routed tokens and which sample and step
+    each token is. pass_ 'full' is the forward at p = 1, 'pruned' the forward at keep_ratio,
+    'both' one forward that serves as both (keep_ratio = 1).
+
+    Args:
+        modalities, n_layers, num_experts, k: the model's shape.
+        labels: (N,) class of every sample of the split; num_classes: C.
+        keep_ratio: p of the pruned pass.
+        event_mask: optional {m: (N, T) bool}: True on the steps event_share counts.
+    """
+
+    def __init__(self, modalities, n_layers: int, num_experts: int, k: int, labels, num_classes: int,
+                 keep_ratio: float = 1.0, event_mask: dict | None = None):
+        self.modalities = tuple(modalities)
+        self.L, self.E, self.k, self.C = n_layers, num_experts, k, num_classes
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.N = int(self.labels.shape[0])
+        self.keep_ratio = float(keep_ratio)
+        self.event_mask = None if event_mask is None else {
+            m: torch.as_tensor(np.asarray(event_mask[m]), dtype=torch.bool) for m in self.modalities}
+        M, L, C, E = len(self.modalities), n_layers, num_classes, num_experts
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
+        self.pair_counts, self.gate_mass = z(M, L, C * E), z(M, L, C * E)
+        self.pruned_counts, self.kept_counts = z(M, L, C * E), z(M, L, C * E)
+        self.weight_sum = z(M, L, self.N, E)       # per sample: sum of gates over its tokens
+        self.tokens = z(M, L, self.N)               # per sample: routed tokens
+        self.events = z(M, L, 4)                    # chosen on event, chosen, kept on event, kept
+
+    def add(self, modality: str, layer: int, logits: Tensor, sample: Tensor, step: Tensor, pass_: str) -> None:
+        """One batch of one (modality, layer): logits (n, E) of the routed tokens, sample (n,)
+        their row in the split, step (n,) their time step."""
+        if pass_ not in ("full", "pruned", "both"):
+            raise ValueError(f"pass_ must be full, pruned or both, got {pass_!r}")
+        mi = self.modalities.index(modality)
+        p = 1.0 if pass_ == "full" else self.keep_ratio
+        gate, expert, kept = route_pairs(logits.detach().cpu(), self.k, p)
+        sample, step = sample.detach().cpu().long(), step.detach().cpu().long()
+        gate = gate.double()
+        cls = self.labels[sample]                                            # (n,)
+        cell = (cls.unsqueeze(1) * self.E + expert).reshape(-1)             # (n*k,) class-expert cell
+        ones = torch.ones_like(gate).reshape(-1)
+        on_event = None
+        if self.event_mask is not None:
+            on_event = self.event_mask[modality][sample, step].unsqueeze(1).expand_as(gate).reshape(-1).double()
+        if pass_ in ("full", "both"):
+            self.pair_counts[mi, layer].index_add_(0, cell, ones)
+            self.gate_mass[mi, layer].index_add_(0, cell, gate.reshape(-1))
+            rows = (sample.unsqueeze(1) * self.E + expert).reshape(-1)
+            self.weight_sum[mi, layer].view(-1).index_add_(0, rows, gate.reshape(-1))
+            self.tokens[mi, layer].index_add_(0, sample, torch.ones(len(sample), dtype=torch.float64))
+            if on_event is not None:
+                self.events[mi, layer, 0] += on_event.sum()
+            self.events[mi, layer, 1] += ones.sum()
+        if pass_ in ("pruned", "both"):
+            k_flat = kept.reshape(-1).double()
+            self.pruned_counts[mi, layer].index_add_(0, cell, ones)
+            self.kept_counts[mi, layer].index_add_(0, cell, k_flat)
+            if on_event is not None:
+                self.events[mi, layer, 2] += (on_event * k_flat).sum()
+            self.events[mi, layer, 3] += k_flat.sum()
+
+    def result(self, factors: dict | None = None, quadratic: bool = True) -> ExpertAnalysis:
+        """Build the analysis. factors: optional {name: (N,) or (N, k)} known per-sample factors."""
+        M, L, C, E = len(self.modalities), self.L, self.C, self.E
+        shape = (M, L, C, E)
+        pair_counts, gate_mass = self.pair_counts.view(shape).numpy(), self.gate_mass.view(shape).numpy()
+        pruned, kept = self.pruned_counts.view(shape).numpy(), self.kept_counts.view(shape).numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = lambda a: a / a.sum(-1, keepdims=True)  # noqa: E731 - a class with no pairs -> NaN row
+            usage, gate_usage, usage_at_p = norm(pair_counts), norm(gate_mass), norm(kept)
+            survival = kept.sum(2) / pruned.sum(2)
+            survival = np.where(pruned.sum(2) > 0, survival, np.nan)
+            kept_share = kept.sum(2) / kept.sum((2, 3))[..., None]
+            ev = self.events.numpy()
+            has_events = self.event_mask is not None
+            event_share = ev[..., 0] / ev[..., 1] if has_events else np.full((M, L), np.nan)
+            event_share_at_p = ev[..., 2] / ev[..., 3] if has_events else np.full((M, L), np.nan)
+        pairs = list(combinations(range(M), 2))
+        dsc = np.full((len(pairs), L, C), np.nan)
+        dsc_at_p, dsc_matched = dsc.copy(), dsc.copy()
+        for pi, (a, b) in enumerate(pairs):
+            for layer in range(L):
+                dsc[pi, layer] = js_divergence(usage[a, layer], usage[b, layer])
+                dsc_at_p[pi, layer] = js_divergence(usage_at_p[a, layer], usage_at_p[b, layer])
+                profile_a, profile_b = np.nan_to_num(usage[a, layer]).T, np.nan_to_num(usage[b, layer]).T  # (E, C)
+                cost = np.abs(profile_a[:, None, :] - profile_b[None, :, :]).sum(-1)                      # (E, E)
+                col = min_cost_assignment(cost)
+                dsc_matched[pi, layer] = js_divergence(usage[a, layer], usage[b, layer][:, col])
+        class_js = np.array([[generalised_js(usage[mi, layer]) for layer in range(L)] for mi in range(M)])
+        class_js_at_p = np.array([[generalised_js(usage_at_p[mi, layer]) for layer in range(L)] for mi in range(M)])
+
+        names, regressors = ["label"], [np.eye(C)[self.labels.numpy()][:, 1:]]
+        for name, values in (factors or {}).items():
+            v = np.asarray(values, dtype=np.float64).reshape(self.N, -1)
+            names.append(str(name))
+            regressors.append(np.concatenate([v, v ** 2], 1) if quadratic else v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = (self.weight_sum / self.tokens.clamp_min(1.0).unsqueeze(-1)).numpy()   # (M, L, N, E)
+        factor_r2 = np.zeros((M, L, E, len(names)))
+        for fi, x in enumerate(regressors):
+            factor_r2[..., fi] = _r2_per_column(weight.reshape(M * L, self.N, E), x).reshape(M, L, E)
+        r2_chance = np.array([x.shape[1] / max(self.N - 1, 1) for x in regressors])
+        return ExpertAnalysis(
+            modalities=self.modalities, factor_names=tuple(names), keep_ratio=self.keep_ratio, n_samples=self.N,
+            pair_counts=pair_counts, gate_mass=gate_mass, pruned_pass_counts=pruned, kept_counts=kept,
+            usage=usage, gate_usage=gate_usage, usage_at_p=usage_at_p, survival=survival, kept_share=kept_share,
+            dsc=dsc, dsc_at_p=dsc_at_p, dsc_matched=dsc_matched, class_js=class_js, class_js_at_p=class_js_at_p,
+            routing_weight=weight, factor_r2=factor_r2, r2_chance=r2_chance, event_share=event_share, event_share_at_p=event_share_at_p)
+
+
+def _r2_per_column(targets: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """R^2 of least-squares fits (with intercept) of every column of targets (G, N, E) on x (N, r).
+    A constant column (an expert never chosen, or always with the same weight) gets 0."""
+    design = np.concatenate([np.ones((x.shape[0], 1)), x], 1)                 # (N, r + 1)
+    G, N, E = targets.shape
+    y = targets.transpose(1, 0, 2).reshape(N, G * E)
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = ((y - design @ beta) ** 2).sum(0)
+    total = ((y - y.mean(0)) ** 2).sum(0)
+    r2 = np.where(total > 1e-12 * N, 1.0 - resid / np.where(total > 0, total, 1.0), 0.0)
+    return np.clip(r2, 0.0, 1.0).reshape(G, E)
+
+
+@torch.no_grad()
+def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, batch_size: int = 256,
+                    factors: dict | None = None, event_mask: dict | None = None,
+                    quadratic: bool = True, autocast=None) -> ExpertAnalysis:
+    """Expert analysis of a trained S3Model on one split (module docstring, part 2).
+
+    Args:
+        model: an S3Model (or a wrapper with `.module`); left in the train/eval mode it came in.
+        data: the BenchmarkTensors the model was trained on (its standardisation is used).
+        split: which split to analyse. keep_ratio: p (e.g. the validation-chosen p*).
+        batch_size: Stage 3's batch size (cfg.eval_batch_size): pruning is per batch.
+        factors: optional {name: (N,) or (N, k)} per-sample factors of the split, e.g. the
+            synthetic benchmark's bench.meta['factors'][split].
+        event_mask: optional {m: (N, T) bool}, e.g. bench.meta['event_mask'][split].
+        quadratic: regress routing weights on factors' linear and squared terms (else linear).
+        autocast: the context factory Stage 3 used (s3core.stages.autocast_for(cfg)), so a bf16
+            model routes as it did on its curve; None runs in the model's dtype.
+    Returns:
+        ExpertAnalysis.
+    """
+    from s3core.tensors import ordered_batches, standardise
+
+    model = getattr(model, "module", model)
+    modalities = tuple(data.modalities)
+    ffns = {m: [block.ffn for block in model.encoders[m].blocks] for m in modalities}
+    moe_cfg = ffns[modalities[0]][0].cfg
+    st = data[split]
+    acc = ExpertUsageAccumulator(modalities, len(ffns[modalities[0]]), moe_cfg.num_experts, moe_cfg.k,
+                                 st.labels.cpu().numpy(), data.num_classes, keep_ratio, event_mask)
+    state = {"offset": 0, "pass": "both"}
+    handles = []
+    for m in modalities:
+        for layer, ffn in enumerate(ffns[m]):
+            seen: dict = {}
+
+            def pre_hook(module, args, kwargs, seen=seen):
+                x = args[0] if args else kwargs["x"]
+                seen["shape"] = tuple(x.shape[:2])
+                seen["mask"] = kwargs.get("token_mask", args[1] if len(args) > 1 else None)
+
+            def router_hook(module, args, logits, m=m, layer=layer, seen=seen):
+                B, T = seen["shape"]
+                mask = seen["mask"]
+                idx = (torch.arange(B * T, device=logits.device) if mask is None
+                       else mask.reshape(B * T).nonzero().squeeze(1))
+                acc.add(m, layer, logits, state["offset"] + idx // T, idx % T, state["pass"])
+
+            handles.append(ffn.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(ffn.router.register_forward_hook(router_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        passes = [(1.0, "both")] if keep_ratio >= 1.0 else [(1.0, "full"), (float(keep_ratio), "pruned")]
+        for p, name in passes:
+            state["pass"] = name
+            for idx in ordered_batches(len(st), batch_size, st.labels.device):
+                state["offset"] = int(idx[0])
+                inputs, _ = st.batch(idx)
+                with autocast() if autocast else contextlib.nullcontext():
+                    model(standardise(inputs, data), keep_ratio=p)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return acc.result(factors, quadratic=quadratic)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. expert FLOPs
+
+
+def expert_flops_per_pair(d_model: int, expert_hidden: int) -> int:
+    """FLOPs of one kept (token, expert) pair: 2 * 2 * d_model * expert_hidden (module docstring)."""
+    return 4 * int(d_model) * int(expert_hidden)
+
+
+def expert_flops_per_sample(cfg, kept_pairs, n_samples: int) -> float:
+    """Expert FLOPs per sample actually computed.
+
+    Args:
+        cfg: S3Config or MoEConfig (d_model, d_ff, chi).
+        kept_pairs: kept (token, expert) pairs over the whole split, any shape (e.g. (M, L) per
+            modality and layer: ExpertAnalysis.kept_counts.sum((2, 3))); it is summed.
+        n_samples: samples in the split.
+    """
+    per_pair = expert_flops_per_pair(cfg.d_model, cfg.d_ff // cfg.chi)
+    return float(np.sum(kept_pairs)) * per_pair / int(n_samples)
+
+
+def routed_tokens(masks: dict) -> np.ndarray:
+    """(N,) tokens the MoE layers route per sample, summed over modalities: the real steps, and
+    step 0 of a modality with none (the encoder lets an empty sample attend to its first step)."""
+    total = None
+    for mask in masks.values():
+        mk = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask, dtype=bool)
+        n = np.maximum(mk.sum(1), 1)
+        total = n if total is None else total + n
+    return total
+
+
+def dense_ffn_flops_per_sample(cfg, tokens_per_sample) -> float:
+    """FLOPs per sample of dense FFNs d_model -> d_ff -> d_model on every routed token of every
+    layer: mean(tokens) * n_layers * 2 * 2 * d_model * d_ff (the CLIP reference line).
+
+    Args:
+        cfg: S3Config (d_model, d_ff, n_layers). tokens_per_sample: (N,) from `routed_tokens`, or a number.
+    """
+    return float(np.mean(tokens_per_sample)) * cfg.n_layers * 4 * cfg.d_model * cfg.d_ff
+
+
+def kept_pairs_per_layer(masks: dict, k: int, keep_ratio: float, batch_size: int) -> dict[str, int]:
+    """Kept pairs of one MoE layer per modality over a split, without running the model.
+
+    Stage 3 keeps num_kept(pairs, p) of every (batch, modality, layer), and a batch's pair count
+    is k times its routed tokens, which depend on the masks only; every layer routes the same
+    tokens. Batches are the split in order, `batch_size` rows each (Stage 3's `embed`)."""
+    out = {}
+    for m, mask in masks.items():
+        tokens = routed_tokens({m: mask})
+        total = 0
+        for start in range(0, len(tokens), batch_size):
+            total += num_kept(int(tokens[start:start + batch_size].sum()) * k, keep_ratio)
+        out[m] = total
+    return out
+
+
+def expert_flops_at_keep_ratio(cfg, masks: dict, keep_ratio: float, batch_size: int | None = None) -> float:
+    """Expert FLOPs per sample of an S3 model at keep-ratio p on a split with these masks.
+
+    Args:
+        cfg: S3Config. masks: {m: (N, T) bool} of the split. batch_size: default cfg.eval_batch_size.
+    """
+    batch_size = cfg.eval_batch_size if batch_size is None else batch_size
+    k = cfg.moe().k
+    per_layer = kept_pairs_per_layer(masks, k, keep_ratio, batch_size)
+    n = len(next(iter(masks.values())))
+    return expert_flops_per_sample(cfg, sum(per_layer.values()) * cfg.n_layers, n)
+
+
+__all__ = ["ExpertAnalysis", "ExpertUsageAccumulator", "analyse_experts", "dense_ffn_flops_per_sample",
+           "expert_flops_at_keep_ratio", "expert_flops_per_pair", "expert_flops_per_sample", "generalised_js",
+           "js_divergence", "kept_pairs_per_layer", "min_cost_assignment", "raw_feature_embeddings",
+           "raw_feature_probe", "route_pairs", "routed_tokens"]
