@@ -118,7 +118,9 @@ VARIANTS: dict[str, dict] = {
 @dataclass
 class SyntheticConfig:
     """The benchmark's config. A field left at None takes the variant's value (VARIANTS, the
-    table in the module docstring); the values after each field are variant 'base''s."""
+    table in the module docstring); the values after each field are variant 'base''s. Build a
+    variant as SyntheticConfig(variant=...): dataclasses.replace(cfg, variant=...) would carry
+    over cfg's already-resolved values."""
 
     n_train: int | None = None  # samples per split (2000)
     n_valid: int | None = None  # (500)
