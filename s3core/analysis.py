@@ -301,6 +301,9 @@ class ExpertAnalysis:
     def load(cls, path: str | os.PathLike) -> "ExpertAnalysis":
         """Read a file written by `save` (no pickles: allow_pickle=False)."""
         with np.load(os.fspath(path), allow_pickle=False) as z:
+            if "__meta__" not in z.files:
+                raise ValueError(f"{os.fspath(path)} is not an ExpertAnalysis file (no __meta__); write it "
+                                 "with ExpertAnalysis.save")
             meta = json.loads(str(z["__meta__"]))
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
         meta["modalities"] = tuple(meta["modalities"])

@@ -23,8 +23,8 @@ so it should give high router scores to the (token, expert) pairs that carry tas
 content; Stage 3 keeps the highest-scoring fraction p of a batch's pairs, so lowering p should
 first remove task-irrelevant paths (accuracy rises) and then relevant ones (it falls): an
 inverted U. 'base' cannot show this: nothing in it is task-irrelevant, every step carries every
-factor, and a logistic regression on the raw features scores 97-99% (its label is linear in the
-factors). The variants add what the argument needs, one thing at a time:
+factor, and its label is linear in the factors (a logistic regression on the time-mean raw
+features scores 94-95%: docs/RESULTS.md, "Synthetic variants", with the command). The variants add what the argument needs, one thing at a time:
 - nuisance factors, task-irrelevant (never in the label) and of high variance: N_s shared by
   every modality (what cross-modal InfoNCE keeps) and N_m unique to modality m (what intra-modal
   InfoNCE keeps). InfoMax objectives keep them; the paper says S3 prunes them.
@@ -52,8 +52,10 @@ directions in f's space (so f needs >= 3 dims) and
 The two terms are uncorrelated, of unit variance and symmetric, so classes are balanced;
 label_nonlinearity 0 is a linear label, 1 a pure XOR-like product (a linear read-out of f is then
 at chance). y is a deterministic function of f: a model that recovers f can reach 100%. At 0.5
-the best linear classifier of f itself scores about 81% (1e6 Gaussian draws); one of the raw
-features, which also carry nuisance, scores less (see the probe table in docs/RESULTS.md).
+the best linear classifier of f itself, sign(w . f), agrees with y on 81.4% of 1e6 draws
+(`a, b, c = np.random.default_rng(0).standard_normal((3, 10**6)); t = np.pi / 4;
+((np.cos(t) * a + np.sin(t) * b * c > 0) == (a > 0)).mean()`); a probe of the raw features, which
+also carry nuisance and noise, scores 68-82% (docs/RESULTS.md, "Synthetic variants").
 
 | field (None = the variant's value) | base | clean | nuisance | localized |
 |---|---|---|---|---|
@@ -67,7 +69,8 @@ features, which also carry nuisance, scores less (see the probe table in docs/RE
 | event_steps | 0 (all) | 0 (all) | 0 (all) | 10 of 50 |
 
 Why these values: nuisance_scale 2 gives each nuisance-carrying step 4x the variance of the
-relevant content (tanh's output std is about 0.63 for a unit-variance input), the "high
+relevant content (tanh's output std is 0.628 for a unit-variance input: `np.tanh(np.random.
+default_rng(0).standard_normal(10**6)).std()`), the "high
 variance" that makes InfoMax objectives keep it; noise 0.3 is about half that std; a 10-step
 event leaves 80% of the tokens task-irrelevant; label_nonlinearity 0.5 weighs the linear and the
 product part equally.
@@ -115,7 +118,9 @@ VARIANTS: dict[str, dict] = {
 @dataclass
 class SyntheticConfig:
     """The benchmark's config. A field left at None takes the variant's value (VARIANTS, the
-    table in the module docstring); the values after each field are variant 'base''s."""
+    table in the module docstring); the values after each field are variant 'base''s. Build a
+    variant as SyntheticConfig(variant=...): dataclasses.replace(cfg, variant=...) would carry
+    over cfg's already-resolved values."""
 
     n_train: int | None = None  # samples per split (2000)
     n_valid: int | None = None  # (500)

@@ -204,6 +204,9 @@ def test_save_load_roundtrip(tmp_path):
                  "routing_weight"):
         np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
     assert back.to_metrics() == res.to_metrics()
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    with pytest.raises(ValueError, match="not an ExpertAnalysis file"):
+        ExpertAnalysis.load(tmp_path / "other.npz")
 
 
 # ----------------------------------------------------------------------------------------------
