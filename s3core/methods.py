@@ -10,6 +10,9 @@ chi = rho = top_k = 1, whose single gate is always 1.
   epochs_special + epochs_select epochs: the same budget as S3's two stages.
 - ``supervised``: dense encoders + a linear task head trained on the labels (the supervised
   control), probed at p = 1 on the frozen z like every other method.
+- ``raw_probe``: no encoder at all: the same linear probe on the raw input features (each
+  modality's mean over its real time steps, concatenated): how far a learned representation is
+  from the features it started from.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ class Method:
         sweeps: the grid fields this method is run over (None: every field of the grid; ()
             once per benchmark and seed with the base config).
         label: how plots and tables name it.
+        evaluate: (data tensors, cfg) -> curve, instead of Stage 3 on the trained model (a
+            reference that needs no encoder); None for every method that trains one.
     """
 
     name: str
@@ -42,6 +47,7 @@ class Method:
     head: Callable[[int, int], nn.Module] | None = None
     sweeps: tuple[str, ...] | None = None
     label: str = ""
+    evaluate: Callable | None = None
 
     def config(self, cfg: S3Config) -> S3Config:
         """The config this method actually trains with (logged as the run's params)."""
@@ -59,13 +65,32 @@ def _linear_head(width: int, num_classes: int) -> nn.Module:
     return nn.Linear(width, num_classes)
 
 
+def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
+    """The raw-feature reference as a one-point curve (p = 1): the linear probe of every method,
+    on each modality's raw features averaged over its real steps (s3core.analysis)."""
+    import time
+
+    from s3core.analysis import raw_feature_embeddings
+    from s3core.probe import linear_probe
+
+    t0 = time.perf_counter()
+    xs = [(raw_feature_embeddings(data[s], data.modalities), data[s].labels) for s in ("train", "valid", "test")]
+    embed_s = time.perf_counter() - t0
+    res = linear_probe(*xs, data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend)
+    return [{"keep_ratio": 1.0, "valid_acc": res.valid_acc, "test_acc": res.test_acc, "valid_f1": res.valid_f1,
+             "test_f1": res.test_f1, "l2": res.l2, "kept_fraction": 1.0, "embed_s": embed_s}]
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3"),
-    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi",), label="s3 without Stage 2"),
+    # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
+    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size"), label="s3 without Stage 2"),
     Method("clip", (SPECIALIZATION,), config_changes=lambda cfg: _dense_equal_budget(cfg, lambda_rep=0.0),
-           sweeps=(), label="clip"),
-    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=(),
+           sweeps=("batch_size",), label="clip"),
+    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
            label="supervised (upper bound)"),
+    Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,)), sweeps=(),
+           label="linear probe on raw features", evaluate=raw_feature_curve),
 )}
 METHOD_NAMES = tuple(METHODS)
 

@@ -95,6 +95,10 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
     if isinstance(data, Benchmark):
         data = to_tensors(data, cfg.device)
     check_fits(data, cfg)
+    method_entry = get_method(method)
+    if method_entry.evaluate is not None:      # a reference without an encoder: no stage trains
+        curve = method_entry.evaluate(data, cfg)
+        return TrialResult(method, cfg.to_dict(), [], curve, summarize(curve), time.perf_counter() - t0)
     if model is None:
         model = build_model(data, cfg, method).to(cfg.device)
     history: list[dict] = list(resume["history"]) if resume else []
@@ -108,7 +112,7 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         if on_epoch is not None:
             on_epoch(ev)
 
-    stages = get_method(method).stages
+    stages = method_entry.stages
     names = [stage.name for stage in stages]
     if done_stage is not None and done_stage not in names:
         raise DataError(f"checkpoint is from stage {done_stage!r}, which method {method!r} does not have; "

@@ -18,6 +18,6 @@ def get_preset() -> dict:
         "base": {"epochs_special": 6, "epochs_select": 3, "batch_size": 128},
         "grid": {"chi": [2, 4, 8]},
         "seeds": [0, 1],
-        "baselines": ["clip", "s3_no_select"],
+        "baselines": ["clip", "s3_no_select", "raw_probe"],
         "search": None,
     }

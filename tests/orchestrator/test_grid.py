@@ -39,8 +39,12 @@ def test_paper_preset_is_the_papers_grid():
     assert sorted({t.overrides["batch_size"] for t in s3}) == [64, 128, 256, 512]
     assert len(s3) == 3 * 4 * 3
     assert tuple(t.s3_config().keep_ratios for t in s3)[0] == (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-    assert len([t for t in trials if t.method == "clip"]) == 3
-    assert len([t for t in trials if t.method == "s3_no_select"]) == 3 * 3
+    # the baselines are tuned like S3 (issue 9.5): the same batch sizes; the ablation the same chi too
+    assert len([t for t in trials if t.method == "clip"]) == 4 * 3
+    assert len([t for t in trials if t.method == "supervised"]) == 4 * 3
+    assert len([t for t in trials if t.method == "s3_no_select"]) == 3 * 4 * 3
+    assert len([t for t in trials if t.method == "raw_probe"]) == 3
+    assert sorted({t.overrides["batch_size"] for t in trials if t.method == "clip"}) == [64, 128, 256, 512]
 
 
 def test_trial_key_is_stable_and_sensitive():

@@ -59,8 +59,10 @@ def test_baselines_run_over_the_fields_their_registry_entry_sweeps():
     by_method = {}
     for t in plan.trials():
         by_method.setdefault(t.method, []).append(t)
-    assert sorted({t.overrides["chi"] for t in by_method["s3_no_select"]}) == [2, 4, 8]
-    assert len(by_method["clip"]) == 1
+    assert sorted({(t.overrides["chi"], t.overrides["batch_size"]) for t in by_method["s3_no_select"]}) == \
+        sorted((c, b) for c in (2, 4, 8) for b in (64, 128, 256, 512))
+    assert sorted(t.overrides["batch_size"] for t in by_method["clip"]) == [64, 128, 256, 512]
+    assert len(by_method["raw_probe"]) == 1
 
 
 @pytest.mark.parametrize("report", [

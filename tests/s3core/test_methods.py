@@ -9,7 +9,7 @@ from s3core.pipeline import build_model, method_stages, run_trial
 
 
 def test_the_registry_holds_each_methods_stages_config_and_sweeps():
-    assert METHOD_NAMES == ("s3", "s3_no_select", "clip", "supervised")
+    assert METHOD_NAMES == ("s3", "s3_no_select", "clip", "supervised", "raw_probe")
     cfg = S3Config(epochs_special=4, epochs_select=2)
     assert method_stages("s3", cfg) == [("special", 4), ("select", 2)]
     assert method_stages("s3_no_select", cfg) == [("special", 4)]
@@ -19,7 +19,8 @@ def test_the_registry_holds_each_methods_stages_config_and_sweeps():
     assert (clip.chi, clip.rho, clip.lambda_rep, clip.keep_ratios) == (1, 1, 0.0, (1.0,))
     assert get_method("supervised").config(cfg).lambda_rep == cfg.lambda_rep
     assert get_method("s3").config(cfg) is cfg
-    assert get_method("s3").sweeps is None and get_method("s3_no_select").sweeps == ("chi",)
+    assert get_method("s3").sweeps is None and get_method("s3_no_select").sweeps == ("chi", "batch_size")
+    assert get_method("clip").sweeps == ("batch_size",) and get_method("raw_probe").sweeps == ()
     assert METHODS["s3"].stages[1].trains("encoders.x1.blocks.0.ffn.router.weight")
     assert not METHODS["s3"].stages[1].trains("encoders.x1.input_proj.weight")
     with pytest.raises(ConfigError, match="choose one of"):
@@ -47,3 +48,14 @@ def test_a_new_method_is_one_registry_entry(monkeypatch):
     result = run_trial(data, cfg, "select_only", progress=False)
     assert [h["stage"] for h in result.history] == ["select"]
     assert len(result.curve) == 2
+
+
+def test_the_raw_feature_reference_trains_nothing_and_probes_the_raw_means():
+    from s3core.analysis import raw_feature_probe
+
+    data = make_synthetic(SyntheticConfig(n_train=128, n_valid=64, n_test=64, seq_len=4))
+    cfg = S3Config(probe_l2=(1e-3, 1e-2))
+    result = run_trial(data, cfg, "raw_probe", progress=False)
+    assert result.history == [] and [r["keep_ratio"] for r in result.curve] == [1.0]
+    ref = raw_feature_probe(data, l2_grid=(1e-3, 1e-2))
+    assert result.curve[0]["test_acc"] == ref.test_acc and result.curve[0]["valid_acc"] == ref.valid_acc
