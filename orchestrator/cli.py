@@ -8,20 +8,30 @@ import os
 import sys
 
 
+def parse_assignments(items) -> dict:
+    """["chi=4", "probe_l2=[0.01]"] -> {"chi": 4, "probe_l2": [0.01]}: values parsed as Python
+    literals, anything else kept as a string."""
+    store = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            store[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            store[key] = raw
+    return store
+
+
 class _KeyValue(argparse.Action):
     """--set chi=4 --set lambda_min=0.2: repeated key=value pairs, values parsed as Python literals."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        store = dict(getattr(namespace, self.dest) or {})
-        for item in values:
-            if "=" not in item:
-                parser.error(f"{option_string} expects key=value, got {item!r}")
-            key, raw = item.split("=", 1)
-            try:
-                store[key] = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                store[key] = raw
-        setattr(namespace, self.dest, store)
+        try:
+            parsed = parse_assignments(values)
+        except ValueError as err:
+            parser.error(f"{option_string}: {err}")
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), **parsed})
 
 
 def build_parser() -> argparse.ArgumentParser:

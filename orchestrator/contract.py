@@ -27,6 +27,7 @@ import torch
 from s3core.config import S3Config
 
 CHECKPOINT_FILE = "state.pt"
+TRAINED_MODEL_KEY = "trained_model"   # in a finished trial's checkpoint: s3core.pipeline.trained_model_state
 
 
 class ApplicationError(RuntimeError):
@@ -210,7 +211,8 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> N
     """One trial, the same for every executor: resume from the checkpoint (a finished or failed
     trial reports its end again and computes nothing), run s3core's stages with a checkpoint and
     an EpochReport after every epoch, then finish with the curve or fail once."""
-    from s3core.pipeline import checkpoint_state, run_trial
+    from s3core.methods import get_method
+    from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
 
     resume = executor.checkpoint()
     if resume is not None and "final" in resume:
@@ -233,9 +235,15 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> N
         executor.fail(failed, {"failed": dataclasses.asdict(failed)})
         return
     final = FinalReport(result.curve, result.summary, result.seconds, len(result.history), device)
-    executor.finish(final, {"final": dataclasses.asdict(final)})
+    state = {"final": dataclasses.asdict(final)}
+    if result.model is not None:
+        # the trained model travels in the final checkpoint; the driver logs it as the run's
+        # model artifact, so Stage 3 can run again on it (orchestrator.resweep) without retraining
+        trained_cfg = get_method(spec.method).config(spec.s3_config(device=device))
+        state[TRAINED_MODEL_KEY] = trained_model_state(result.model.cpu(), bench, trained_cfg, spec.method)
+    executor.finish(final, state)
 
 
-__all__ = ["TrialSpec", "Report", "EpochReport", "FinalReport", "DoneReport", "FailedReport", "ApplicationError",
+__all__ = ["TRAINED_MODEL_KEY", "TrialSpec", "Report", "EpochReport", "FinalReport", "DoneReport", "FailedReport", "ApplicationError",
            "CHECKPOINT_FILE", "load_checkpoint_state", "write_checkpoint_state", "resume_state", "worker_threads",
            "run_trial_body", "Executor", "failure_text", "application_error_types"]

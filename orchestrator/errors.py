@@ -10,8 +10,9 @@ def user_error_types() -> tuple[type, ...]:
     from s3core.data.base import DataError
 
     from orchestrator.plan import GridError
+    from orchestrator.resweep import ResweepError
     from search_spaces import PresetError
-    types = [ConfigError, DataError, GridError, PresetError]
+    types = [ConfigError, DataError, GridError, PresetError, ResweepError]
     try:
         from mlflow.exceptions import MlflowException
         types.append(MlflowException)

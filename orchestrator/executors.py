@@ -105,7 +105,8 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
         raise ApplicationError(report.reason)
     if not isinstance(report, FinalReport):
         raise RuntimeError(f"trial {spec.short()} ended without its final curve")
-    tune.report(DoneReport.of(report).encode())
+    # the trainer's final checkpoint (with the trained model) goes with the trial's last report
+    tune.report(DoneReport.of(report).encode(), checkpoint=result.checkpoint)
 
 
 # ---------------------------------------------------------------------------------- direct

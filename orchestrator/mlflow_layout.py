@@ -27,7 +27,9 @@ Layout
       (config.KEEP_RATIO_RESOLUTION), so every p survives exactly;
     - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
       computed once by s3core (pipeline.summarize); the report reads it, never recomputes it.
-  artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``.
+  artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``, and for a method
+  with an encoder ``model/model.pt`` (weights, config, method and data shapes: what
+  ``python -m orchestrator.resweep`` runs Stage 3 on again).
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
 CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction", "embed_s")   # in curve.csv when the trial reports them
 CURVE_ARTIFACT_DIR = "curve"
+MODEL_ARTIFACT_DIR = "model"          # model/model.pt: s3core.pipeline.trained_model_state (torch.save)
+MODEL_FILE = "model.pt"
 REPORT_ARTIFACT_DIR = "report"
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",

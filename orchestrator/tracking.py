@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import torch
 import subprocess
 import tempfile
 import time
@@ -20,7 +22,7 @@ from ray.tune import Callback
 from s3core.methods import get_method
 
 from orchestrator import mlflow_layout as L
-from orchestrator.contract import DoneReport, EpochReport, Report, TrialSpec
+from orchestrator.contract import TRAINED_MODEL_KEY, DoneReport, EpochReport, Report, TrialSpec, resume_state
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
@@ -175,6 +177,7 @@ class MlflowTrialLogger(Callback):
         self.run_of: dict[str, str] = {}              # Tune trial id -> MLflow run id
         self.logged: dict[str, set] = {}              # run id -> {(metric key, step)}
         self.started: dict[str, float] = {}
+        self.finishing: dict[str, DoneReport] = {}    # Tune trial id -> its logged final report, until complete
 
     # --- helpers -------------------------------------------------------------------------------
     def _spec(self, trial) -> TrialSpec:
@@ -251,9 +254,26 @@ class MlflowTrialLogger(Callback):
             curve_png(done.curve, spec.short(), os.path.join(d, "curve.png"))
             self.client.log_artifacts(run_id, d, artifact_path=L.CURVE_ARTIFACT_DIR)
         self.client.set_tag(run_id, L.TAG_DEVICE, done.device)
-        # FINISHED only once everything above is in the store: a killed driver leaves RUNNING,
-        # which --resume treats as unfinished
-        self.client.set_terminated(run_id, status="FINISHED")
+        # FINISHED once the trial completes (on_trial_complete), after its final checkpoint (the
+        # model) is in too: a driver killed before leaves RUNNING, which --resume treats as unfinished
+        self.finishing[trial.trial_id] = done
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        """A finished trial's last checkpoint holds its trained model: the run's model artifact."""
+        if trial.trial_id not in self.finishing:
+            return
+        state = resume_state(checkpoint)
+        if state and TRAINED_MODEL_KEY in state:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state[TRAINED_MODEL_KEY], os.path.join(d, L.MODEL_FILE))
+                self.client.log_artifacts(self._run_id(trial), d, artifact_path=L.MODEL_ARTIFACT_DIR)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        done = self.finishing.pop(trial.trial_id, None)
+        if done is None:
+            return
+        spec = self._spec(trial)
+        self.client.set_terminated(self._run_id(trial), status="FINISHED")
         self.done += 1
         secs = time.time() - self.started.get(trial.trial_id, time.time())
         s = done.summary

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import json
 import sys
 import time
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
     print(f"took {result.seconds:.1f}s")
     if args.json:
         with open(args.json + ".tmp", "w") as f:
-            json.dump(dataclasses.asdict(result), f, indent=1)
+            json.dump(result.as_dict(), f, indent=1)
         import os
         os.replace(args.json + ".tmp", args.json)
     return 0

@@ -34,6 +34,12 @@ class TrialResult:
     curve: list[dict]              # per p: keep_ratio, valid_acc, test_acc, valid_f1, test_f1, ...
     summary: dict = field(default_factory=dict)
     seconds: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False, compare=False)   # the trained model (None: raw_probe)
+
+    def as_dict(self) -> dict:
+        """The result as plain data (the model left out)."""
+        return {"method": self.method, "config": self.config, "history": self.history, "curve": self.curve,
+                "summary": self.summary, "seconds": self.seconds}
 
 
 # The summary of a curve, computed here once: MLflow stores it and the report reads it back.
@@ -129,7 +135,32 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         run_stage(stage, model, data, cfg, start_epoch=start, optimizer_state=opt_state, on_epoch=record,
                   progress=progress)
     curve = sparsify(_unwrap(model), data, cfg, progress=progress)
-    return TrialResult(method, cfg.to_dict(), history, curve, summarize(curve), time.perf_counter() - t0)
+    return TrialResult(method, cfg.to_dict(), history, curve, summarize(curve), time.perf_counter() - t0,
+                       _unwrap(model))
+
+
+def trained_model_state(model: nn.Module, data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str) -> dict:
+    """A trained model as plain data (tensors, numbers, strings: loadable with weights_only):
+    its weights, the config it trained with, its method and the data's shapes, so Stage 3 can run
+    again on it (other p, another pruning scope) without its training data's loader."""
+    return {"method": method, "config": cfg.to_dict(), "modalities": list(data.modalities),
+            "dims": dict(data.dims), "seq_lens": dict(data.seq_lens), "num_classes": int(data.num_classes),
+            "weights": _unwrap(model).state_dict()}
+
+
+def model_from_state(state: dict) -> tuple[nn.Module, S3Config]:
+    """The inverse of trained_model_state: (model in eval mode, its config)."""
+    from types import SimpleNamespace
+
+    fields = dict(state["config"])
+    for name in ("keep_ratios", "probe_l2"):
+        fields[name] = tuple(fields[name])
+    cfg = S3Config(**fields)
+    shapes = SimpleNamespace(modalities=tuple(state["modalities"]), dims=state["dims"], seq_lens=state["seq_lens"],
+                             num_classes=state["num_classes"])
+    model = build_model(shapes, cfg, state["method"])
+    model.load_state_dict(state["weights"])
+    return model.eval(), cfg
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -144,4 +175,4 @@ def checkpoint_state(ev: EpochEnd) -> dict:
 
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "TrialResult", "run_trial", "method_config", "method_stages", "summarize",
-           "build_model", "checkpoint_state"]
+           "build_model", "checkpoint_state", "trained_model_state", "model_from_state"]

@@ -178,6 +178,33 @@ def test_smoke_grid_end_to_end_direct_executor(tmp_path, grid_runner):
     pids = {json.loads(line)["pid"] for path in (tmp_path / "runs").glob("grid-*/*/result.json")
             for line in path.read_text().splitlines() if line.strip()}
     assert len(pids) == 1, f"each direct trial started its own process: {pids}"
+    _check_resweep(tmp_path)
+
+
+def _check_resweep(tmp_path):
+    """Stage 3 again on the logged model: a new p lands in the same run, a recomputed p matches."""
+    from orchestrator.resweep import main as resweep_main
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("s3-synthetic")
+    (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_METHOD}` = 's3'")
+    before = {r["keep_ratio"]: r for r in L.read_curve(client, run.info.run_id)}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, L.MODEL_ARTIFACT_DIR)} == {"model/model.pt"}
+    code = resweep_main([run.info.run_id, "--keep-ratios", "0.35", "0.3", "--overwrite",
+                         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 0
+    after = {r["keep_ratio"]: r for r in L.read_curve(client, run.info.run_id)}
+    assert set(after) == set(before) | {0.35}
+    # the same model, data and probe: the recomputed point agrees with the grid's (threads may differ)
+    assert after[0.3]["valid_acc"] == pytest.approx(before[0.3]["valid_acc"], abs=0.03)
+    assert {k: v for k, v in after.items() if k not in (0.3, 0.35)} == \
+        {k: v for k, v in before.items() if k not in (0.3, 0.35)}
+    text = client.download_artifacts(run.info.run_id, "curve/curve.csv", str(tmp_path))
+    assert len(L.parse_curve_csv(open(text).read())) == 11
+    with pytest.raises(SystemExit) as exit_info:   # a run id that is not there: one line, exit 2
+        resweep_main(["0123456789abcdef", "--keep-ratios", "0.5", "--tracking-uri",
+                      f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert exit_info.value.code == 2
 
 
 def test_direct_executor_refuses_several_workers():
