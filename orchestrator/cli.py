@@ -84,10 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
     g.add_argument("--gpus-per-trial", type=float, default=0.0,
                    help="0 = CPU; a fraction (0.25) packs trials on a GPU; N > 1 = N DDP workers, one GPU each")
-    g.add_argument("--executor", default="train", choices=["train", "direct"],
-                   help="train: each trial is a Ray Train TorchTrainer (DDP, several GPUs); direct: the trial "
-                        "runs in its Tune function, no worker group, one reused process for trial after trial (much "
-                        "less start-up for small single-device trials)")
+    g.add_argument("--executor", default="auto", choices=["auto", "direct", "train"],
+                   help="direct: the trial runs in its Tune function, one reused process for trial after trial (least "
+                        "start-up); train: each trial is a Ray Train TorchTrainer (DDP over several workers/GPUs); "
+                        "auto: direct for one-worker trials, train for several")
     g.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (CPU DDP)")
     g.add_argument("--cpus-per-worker", type=float, default=None, help="CPU per Ray Train worker (default: the "
                                                                       "CPUs shared among concurrent trials)")

@@ -110,11 +110,12 @@ def run(plan: Plan) -> GridResult:
 
     fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
     gid = plan.grid_id(fingerprints)
-    print(f"resources: {execution.max_concurrent} concurrent trial(s), {execution.workers_per_trial} worker(s) x "
+    print(f"resources: {execution.executor} executor, {execution.max_concurrent} concurrent trial(s), "
+          f"{execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
     refs = {name: [ray.put(b)] for name, b in data.items()}
-    if req.executor == "direct":
+    if execution.executor == "direct":
         resources = {"cpu": execution.cpus_per_worker, "gpu": execution.gpus_per_worker}
     else:
         # the Tune function only drives a TorchTrainer, whose workers hold the real resources
@@ -123,7 +124,7 @@ def run(plan: Plan) -> GridResult:
     for bench in plan.data.benchmarks:
         report_dir = plan.tracking.report_dir if len(plan.data.benchmarks) == 1 else \
             str(Path(plan.tracking.report_dir) / bench)
-        result = _run_benchmark(plan, bench, client, gid, execution, refs, TRAINABLES[req.executor], resources,
+        result = _run_benchmark(plan, bench, client, gid, execution, refs, TRAINABLES[execution.executor], resources,
                                 report_dir, tune, data[bench], fingerprints[bench])
         results.append(result)
         if result.exit_code == 130:
@@ -239,13 +240,13 @@ def _remaining(study, finished: dict) -> int:
 
 def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callbacks: list):
     """A Tuner for what is left of `study` (grid: the unfinished trials; Optuna: the missing samples)."""
-    reuse = reuse_actors(plan.resources.executor)
+    reuse = reuse_actors(execution.executor)
     run_config = tune.RunConfig(
         name=f"grid-{execution.scope}-{study.benchmark}{study.suffix}", storage_path=execution.storage_path,
         callbacks=callbacks, verbose=plan.tracking.verbose,
         # train: Ray Train retries inside the trial; direct: Tune does
         failure_config=tune.FailureConfig(
-            max_failures=execution.max_failures if plan.resources.executor == "direct" else 0))
+            max_failures=execution.max_failures if execution.executor == "direct" else 0))
     if isinstance(study, GridStudy):
         return tune.Tuner(trainable, param_space={"spec": tune.grid_search([t.to_dict() for t in study.todo(finished)])},
                           tune_config=tune.TuneConfig(max_concurrent_trials=execution.max_concurrent,

@@ -23,6 +23,11 @@ from search_spaces import Preset
 from orchestrator.contract import TrialSpec
 
 
+# auto: `direct` (the trial runs in its Tune function: 1.08x the in-process time, bench section 4)
+# for single-worker trials; `train` (a TorchTrainer per trial: 2.73x) where DDP needs a worker group
+EXECUTORS = ("auto", "direct", "train")
+
+
 class GridError(RuntimeError):
     """A grid that cannot start. One line naming the fix."""
 
@@ -54,7 +59,7 @@ class Overrides:
     num_gpus: int | None = None
     max_concurrent: int | None = None
     gpus_per_trial: float = 0.0
-    executor: str = "train"
+    executor: str = "auto"         # auto: direct for one-worker trials, train (Ray Train) for DDP
     workers_per_trial: int = 1
     cpus_per_worker: float | None = None
     max_failures: int = 2
@@ -105,6 +110,7 @@ class Execution:
     storage_path: str
     max_failures: int
     scope: str = ""                # the MLflow parent run: scopes each trial's Ray Train run and checkpoints
+    executor: str = "train"        # train | direct, as resolved from the request
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,8 +251,8 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     if preset.search is not None and o.grid:
         raise GridError(f"--grid does not apply to the {preset.name} preset, which samples with Optuna; "
                         "use --set for fixed values")
-    if o.executor not in ("train", "direct"):
-        raise GridError(f"unknown executor {o.executor!r}; choose train or direct")
+    if o.executor not in EXECUTORS:
+        raise GridError(f"unknown executor {o.executor!r}; choose one of {', '.join(EXECUTORS)}")
     base = {**preset.base, **extra}
     if preset.search is None:
         trials = grid_trials(preset, benchmarks, seeds, extra, o.grid)
@@ -306,6 +312,7 @@ def plan_execution(request: ResourceRequest, cluster: dict) -> Execution:
     if request.executor == "direct" and workers > 1:
         raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
                         f"{workers} workers per trial (DDP)")
+    executor = request.executor if request.executor != "auto" else ("direct" if workers == 1 else "train")
     if request.max_concurrent:
         concurrent = request.max_concurrent
     elif gpus_per_worker > 0:
@@ -317,7 +324,8 @@ def plan_execution(request: ResourceRequest, cluster: dict) -> Execution:
     else:
         # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
         cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
-    return Execution(workers, cpus, gpus_per_worker, concurrent, request.storage_path, request.max_failures)
+    return Execution(workers, cpus, gpus_per_worker, concurrent, request.storage_path, request.max_failures,
+                     executor=executor)
 
 
 def reuse_actors(executor: str) -> bool:

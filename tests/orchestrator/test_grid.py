@@ -164,7 +164,7 @@ def _check_store(tmp_path, expect_trials: int, workers: int):
 
 
 def test_smoke_grid_end_to_end_one_worker(tmp_path, grid_runner):
-    proc = grid_runner(tmp_path, "--preset", "smoke")
+    proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "train")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[2/2] done" in proc.stdout
     _check_store(tmp_path, expect_trials=2, workers=1)
@@ -205,6 +205,13 @@ def _check_resweep(tmp_path):
         resweep_main(["0123456789abcdef", "--keep-ratios", "0.5", "--tracking-uri",
                       f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert exit_info.value.code == 2
+
+
+def test_auto_executor_is_direct_for_one_worker_and_train_for_ddp():
+    assert plan_execution(Args(executor="auto"), {"CPU": 2.0}).executor == "direct"
+    assert plan_execution(Args(executor="auto", workers_per_trial=2), {"CPU": 4.0}).executor == "train"
+    assert plan_execution(Args(executor="auto", gpus_per_trial=2), {"CPU": 8.0, "GPU": 2.0}).executor == "train"
+    assert plan_execution(Args(executor="train"), {"CPU": 2.0}).executor == "train"
 
 
 def test_direct_executor_refuses_several_workers():

@@ -54,7 +54,9 @@ class Grid:
 
     def argv(self, *extra: str) -> list[str]:
         return [RUN_GRID, "--num-cpus", "2", "--tracking-uri", self.uri, "--storage-path", str(self.storage),
-                "--report-dir", str(self.report), "--verbose", "0", *extra]
+                "--report-dir", str(self.report), "--verbose", "0",
+                # these faults target Ray Train's workers; an explicit --executor in extra wins
+                *(() if "--executor" in extra else ("--executor", "train")), *extra]
 
     def run(self, *extra: str, timeout: float = 420) -> subprocess.CompletedProcess:
         proc = run_cli(self.argv(*extra), self.root, timeout=timeout)
