@@ -261,7 +261,15 @@ def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callba
     # A resumed study must draw new samples. Its sampler seed moves on by the number already
     # finished: with the first run's seed, its first draws would be the first run's draws again,
     # map to the same trial keys, and the finished runs would be reused instead of new ones run.
-    algo = OptunaSearch(space=space, metric="objective", mode="max", seed=study.sampler_seed + done)
+    url = plan.optuna_storage()
+    storage = None
+    if url:
+        import optuna
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(url)
+        print(f"Optuna study {execution.scope}{study.suffix} in {url} (optuna-dashboard {url})", flush=True)
+    algo = OptunaSearch(space=space, metric="objective", mode="max", seed=study.sampler_seed + done,
+                        storage=storage, study_name=f"{execution.scope}{study.suffix}")
     return tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=algo, num_samples=_remaining(study, finished),
                                                              max_concurrent_trials=execution.max_concurrent,
                                                              reuse_actors=reuse),

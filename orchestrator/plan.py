@@ -237,6 +237,16 @@ class Plan:
     def studies_of(self, benchmark: str) -> list:
         return [s for s in self.studies if s.benchmark == benchmark]
 
+    def optuna_storage(self) -> str | None:
+        """Where Optuna studies are stored, so a resumed search keeps its history and
+        `optuna-dashboard <url>` opens it: a SQLite file next to a SQLite MLflow store, else in a
+        local storage path; None (in memory) for an MLflow server with remote storage."""
+        if self.tracking.uri.startswith("sqlite:///"):
+            return f"sqlite:///{Path(self.tracking.uri[len('sqlite:///'):]).parent / 'optuna.db'}"
+        if "://" not in self.resources.storage_path:
+            return f"sqlite:///{Path(self.resources.storage_path).resolve() / 'optuna.db'}"
+        return None
+
 
 def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     """The preset with the user's overrides, every trial config validated. Pure: no Ray, no I/O."""

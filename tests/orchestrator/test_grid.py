@@ -278,3 +278,26 @@ def test_a_grid_on_other_data_never_reuses_another_grids_checkpoints(tmp_path, g
         curves[label] = [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "valid_acc")]
         assert len(curves[label]) == 10
     assert curves["unique"] != curves["shared"]
+
+
+@pytest.mark.slow
+def test_a_rerun_without_resume_recomputes_under_new_code(tmp_path, grid_runner, monkeypatch):
+    """Issue 11.5: the same command again (no --resume) after a code change trains again; it never
+    replays the first grid's finished Ray Train checkpoints (they are scoped to their parent run)."""
+    seen = {}
+    for commit in ("a" * 40, "b" * 40):
+        monkeypatch.setenv("S3_GIT_COMMIT", commit)
+        proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "train")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("s3-synthetic")
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_CODE_VERSION}` = '{commit[:12]}' "
+                                                                     f"and tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
+        assert len(runs) == 2
+        for run in runs:
+            assert run.data.tags["mlflow.source.git.commit"] == commit
+            # a replayed checkpoint reports only its final curve: no per-epoch losses
+            losses = client.get_metric_history(run.info.run_id, "special/loss")
+            assert len(losses) == int(run.data.params["epochs_special"]), (commit, run.info.run_name)
+        seen[commit] = {r.info.run_id for r in runs}
+    assert not seen["a" * 40] & seen["b" * 40]
