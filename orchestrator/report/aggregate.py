@@ -155,6 +155,6 @@ def paper_table(configs: pd.DataFrame) -> list[dict]:
 def unmatched_paper_numbers(benchmark: str, rows: list[dict]) -> list[str]:
     """The paper's numbers for this benchmark that no table row shows, one line each."""
     shown = {(r["paper_best"], r["method"]) for r in rows} | {(r["paper_no_prune"], r["method"]) for r in rows}
-    return [f"{n.method}{'' if n.chi is None else f' χ={n.chi}'}: {n.display()} ({n.note})"
+    return [f"{method_label(n.method)}{'' if n.chi is None else f' χ={n.chi}'}: {n.display()} ({n.note})"
             for n in paper_numbers.paper_numbers_for(benchmark)
             if (n.display(), n.method) not in shown]

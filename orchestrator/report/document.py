@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from orchestrator.report.render import Bullets, Code, Document, Heading, Image, Paragraph, Table
 
 # Where orchestrator.paper_numbers' figures come from (its module docstring says the same).
-PAPER_SOURCE = ("Choi & Kwak, ICML 2026 (arXiv 2605.03348), as listed in docs/S3_METHOD.md, "
+PAPER_SOURCE = ("Choi & Kwak, ICML 2026 (arXiv 2605.03348); figures as restated in shared/docs/S3_METHOD.md, "
                 "\"Numbers the paper reports\"")
-PAPER_MARK = "[paper]"
+PAPER_HEADER = "paper (Choi & Kwak 2026)"
 TEST_VALID_P = "test @ p chosen on valid (ours, honest)"
 TEST_TEST_P = "test @ best p on test (selection as in the paper's curves)"
 TABLE_HEADER = ("method", "χ", "batch", "seeds", TEST_VALID_P, "p chosen on valid (mean)", "valid @ that p",
                 TEST_TEST_P, "best p on test (mean)", "test @ p = 1.0",
-                f"paper: best over p {PAPER_MARK}", f"paper: p = 1.0 {PAPER_MARK}")
+                f"{PAPER_HEADER}: best over p", f"{PAPER_HEADER}: p = 1.0")
 FAILED_HEADER = ("run", "method", "χ", "batch", "seed", "reason")
 PROTOCOL = (
     f"Each trial logged the keep-ratio p chosen on its validation split (ties: the larger p); "
@@ -31,8 +31,9 @@ PROTOCOL = (
     "accuracy over p, so it chooses on the test split and is optimistic; it is shown only because "
     "the paper's best-p figures are of that kind. Both: mean ± sample std over seeds, percent. A "
     "row's batch size (and any other swept field) is chosen on validation for both.")
-PAPER_NOTE = (f"{PAPER_MARK} From the paper: {PAPER_SOURCE}. The paper quotes its best p without "
-              f"saying how p was chosen: compare it with \"{TEST_TEST_P}\", not with \"{TEST_VALID_P}\".")
+PAPER_NOTE = (f"Columns \"{PAPER_HEADER}\": from the paper, {PAPER_SOURCE}. Its figures are best-over-p "
+              f"points of its seed-averaged curves, and how p was chosen is not stated: compare them with "
+              f"\"{TEST_TEST_P}\", not with \"{TEST_VALID_P}\".")
 
 
 @dataclass

@@ -49,12 +49,13 @@ def _s3_chi_label(chi: int) -> str:
 
 
 def _plot_paper_stars(ax, benchmark: str, chi: int, colour) -> None:
-    """The paper's exact best-over-p numbers for S3 at this chi, at their p."""
+    """The paper's exact numbers for S3 at this chi (best over p, and unpruned), at their p."""
     for number in paper_numbers.paper_numbers_for(benchmark):
         if number.method == S3 and number.chi == chi and number.keep_ratio and number.qualifier == "=":
             ax.plot([number.keep_ratio], [number.accuracy], marker="*", markersize=14, color=colour,
                     markeredgecolor="black", linestyle="none",
-                    label=f"paper χ={chi}, p={number.keep_ratio:g}: {number.accuracy:.2f} (best over p)")
+                    label=f"paper χ={chi}, p={number.keep_ratio:g}: {number.accuracy:.2f} "
+                          f"({'no pruning' if number.kind == paper_numbers.NO_PRUNE else 'best over p'})")
 
 
 def _plot_s3_chi(ax, split: str, curves: pd.DataFrame, config: pd.Series, colour) -> None:
