@@ -130,7 +130,7 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
         raise ReportError(f"no trial runs in {scope}")
     counts = aggregate.count_statuses(trials)
     if points.empty or not (trials["has_curve"] & trials["has_summary"]).any():
-        raise ReportError(f"no finished trials with a curve in {scope} "
+        raise ReportError(f"no finished trials with a curve and a summary in {scope} "
                           f"({', '.join(f'{v} {k.lower()}' for k, v in counts.items())})")
 
     notes = _notes(trials, counts, experiments)

@@ -21,11 +21,13 @@ from orchestrator import mlflow_layout as layout
 from orchestrator.report import build_report
 from orchestrator.report.document import PAPER_HEADER, PAPER_SOURCE, TABLE_HEADER, TEST_TEST_P, TEST_VALID_P
 
-KEEP_RATIOS = (1.0, 0.7, 0.5, 0.2)
-VALID = {0: {1.0: 0.70, 0.7: 0.74, 0.5: 0.76, 0.2: 0.72}, 1: {1.0: 0.71, 0.7: 0.75, 0.5: 0.78, 0.2: 0.73}}
+KEEP_RATIOS = (1.0, 0.7, 0.5, 0.2, 0.125)
+VALID = {0: {1.0: 0.70, 0.7: 0.74, 0.5: 0.76, 0.2: 0.72, 0.125: 0.70},
+         1: {1.0: 0.71, 0.7: 0.75, 0.5: 0.78, 0.2: 0.73, 0.125: 0.70}}
 # test peaks at p = 0.2 (seed 0) and 0.5 (seed 1): the mean of the per-trial bests (79.5) is not the
 # best of the mean curve (77.0 at p = 0.5)
-TEST = {0: {1.0: 0.69, 0.7: 0.73, 0.5: 0.75, 0.2: 0.80}, 1: {1.0: 0.70, 0.7: 0.72, 0.5: 0.79, 0.2: 0.71}}
+TEST = {0: {1.0: 0.69, 0.7: 0.73, 0.5: 0.75, 0.2: 0.80, 0.125: 0.70},
+        1: {1.0: 0.70, 0.7: 0.72, 0.5: 0.79, 0.2: 0.71, 0.125: 0.70}}
 LOGGED_P = 0.7   # the curve's validation argmax is 0.5 for both seeds
 
 
@@ -87,6 +89,12 @@ def test_test_at_best_p_on_test_is_per_trial_then_averaged(report):
     assert row["test_acc_best_on_test_mean"] == pytest.approx(79.5)
     assert row["keep_ratio_best_on_test_mean"] == pytest.approx((0.2 + 0.5) / 2)
     assert row["paper_best"] == "77.95 (p~0.3)"
+
+
+def test_points_keep_the_logged_keep_ratios_exactly(report):
+    result, _ = report
+    assert sorted(set(result.points["keep_ratio"])) == sorted(KEEP_RATIOS)   # 0.125 too, not 0.12
+    assert len(result.points) == 3 * len(KEEP_RATIOS)
 
 
 def _markdown_row(markdown: str) -> dict[str, str]:
