@@ -44,6 +44,12 @@ def _reference_methods(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [(m, *METHOD_STYLES.get(m, next(fallback))) for m in others]
 
 
+def _p_label(p: float) -> str:
+    """0.125 -> '0.125', 0.3 -> '0.3', 1.0 -> '1.0'."""
+    text = f"{p:g}"
+    return text if "." in text else f"{p:.1f}"
+
+
 def _s3_chi_label(chi: int) -> str:
     return f"{method_label(S3)} χ={chi}"
 
@@ -99,7 +105,7 @@ def plot_curves(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> 
                        label=f"{method_label(method)}: {value:.2f} (best p on valid)")
         ax.set_xlim(1.03, min(keep_ratios) - 0.03)  # p = 1.0 on the left: sparser to the right, as in the paper
         if len(keep_ratios) <= MAX_P_TICKS:
-            ax.set_xticks(keep_ratios)
+            ax.set_xticks(keep_ratios, [_p_label(p) for p in keep_ratios])
         ax.set_xlabel("keep ratio p  (fraction of routing pairs kept; sparser →)")
         ax.set_title(f"{split} accuracy")
         ax.grid(True, alpha=0.35)
