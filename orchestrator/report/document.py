@@ -35,6 +35,8 @@ PAPER_NOTE = (f"Columns \"{PAPER_HEADER}\": from the paper, {PAPER_SOURCE}. Its 
               f"points of its seed-averaged curves, and how p was chosen is not stated: compare them with "
               f"\"{TEST_TEST_P}\", not with \"{TEST_VALID_P}\".")
 
+NO_PAPER_NOTE = f"The paper ({PAPER_SOURCE}) reports no number for this benchmark."
+
 
 @dataclass
 class BenchmarkSection:
@@ -90,8 +92,9 @@ def _failed_cells(failed: dict) -> tuple:
 
 
 def _benchmark_blocks(section: BenchmarkSection) -> list:
+    has_paper = section.unmatched or any(r["paper_best"] or r["paper_no_prune"] for r in section.rows)
     blocks = [Heading(section.benchmark), Table(TABLE_HEADER, tuple(table_cells(r) for r in section.rows)),
-              Paragraph(PAPER_NOTE)]
+              Paragraph(PAPER_NOTE if has_paper else NO_PAPER_NOTE)]
     if section.unmatched:
         blocks.append(Paragraph("Other numbers from the paper: " + "; ".join(section.unmatched)))
     blocks.append(Image(section.curves, "curves"))

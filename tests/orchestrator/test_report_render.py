@@ -4,7 +4,8 @@ from __future__ import annotations
 import html
 import math
 
-from orchestrator.report.document import TABLE_HEADER, TEST_TEST_P, TEST_VALID_P, BenchmarkSection, build_document
+from orchestrator.report.document import (NO_PAPER_NOTE, PAPER_NOTE, PAPER_SOURCE, TABLE_HEADER, TEST_TEST_P, TEST_VALID_P,
+                                          BenchmarkSection, build_document)
 from orchestrator.report.render import Bullets, Code, Document, Heading, Image, Paragraph, Table, parts, to_html, \
     to_markdown
 
@@ -89,3 +90,17 @@ def test_the_report_document_renders_the_same_content_in_both_formats():
     assert tables[0].header == TABLE_HEADER and TEST_VALID_P in TABLE_HEADER and TEST_TEST_P in TABLE_HEADER
     assert [len(row) for row in tables[0].rows] == [len(TABLE_HEADER)] * 2
     assert markdown.count("\n| ") == page.count("<tr>") == 3 + 2   # results: header + 2; failed: header + 1
+
+
+def test_the_paper_note_names_its_source_and_only_where_the_paper_has_numbers():
+    def section(benchmark: str, paper_best) -> BenchmarkSection:
+        return BenchmarkSection(benchmark, [{**_row("s3", "S3", 8, 64), "paper_best": paper_best}],
+                                curves=f"curves_{benchmark}.png", batch=None, unmatched=[])
+
+    document = build_document(tracking_uri="uri", experiments=["s3-mosei"], parent_run_id=None, counts={},
+                              notes=[], sections=[section("mosei", "77.95 (p~0.3)"), section("synthetic", None)],
+                              failed=[])
+    markdown = to_markdown(document)
+    mosei, synthetic = markdown.split("## mosei", 1)[1].split("## synthetic")
+    assert PAPER_NOTE in mosei and PAPER_SOURCE in PAPER_NOTE and TEST_TEST_P in PAPER_NOTE
+    assert PAPER_NOTE not in synthetic and NO_PAPER_NOTE in synthetic
