@@ -1,0 +1,154 @@
+"""Plots as PNG bytes: accuracy vs keep-ratio per chi, and accuracy vs batch size.
+
+Methods are named by their registry label (s3core.methods); S3 gets one colour per chi, every
+other method a horizontal line (its best configuration on validation) in the style below.
+"""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from orchestrator import paper_numbers
+from orchestrator.report.aggregate import best_config_of, method_label, method_order
+
+S3 = "s3"
+# method -> (colour, linestyle) for the methods drawn as reference lines; others cycle FALLBACK_STYLES
+METHOD_STYLES = {
+    "clip": ("black", "--"),
+    "s3_no_select": ("tab:gray", "-."),
+    "supervised": ("tab:purple", ":"),
+}
+FALLBACK_STYLES = (("tab:brown", "--"), ("tab:olive", "-."), ("tab:cyan", ":"))
+MAX_P_TICKS = 12   # beyond this many distinct p, matplotlib picks the ticks
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _reference_methods(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(method, colour, linestyle) for every method but S3 in these configs, registry order."""
+    others = sorted((m for m in configs["method"].unique() if m != S3), key=lambda m: (method_order(m), m))
+    fallback = iter(FALLBACK_STYLES * len(others))
+    return [(m, *METHOD_STYLES.get(m, next(fallback))) for m in others]
+
+
+def _p_label(p: float) -> str:
+    """0.125 -> '0.125', 0.3 -> '0.3', 1.0 -> '1.0'."""
+    text = f"{p:g}"
+    return text if "." in text else f"{p:.1f}"
+
+
+def _s3_chi_label(chi: int) -> str:
+    return f"{method_label(S3)} χ={chi}"
+
+
+def _plot_paper_stars(ax, benchmark: str, chi: int, colour) -> None:
+    """The paper's exact numbers for S3 at this chi (best over p, and unpruned), at their p."""
+    for number in paper_numbers.paper_numbers_for(benchmark):
+        if number.method == S3 and number.chi == chi and number.keep_ratio and number.qualifier == "=":
+            ax.plot([number.keep_ratio], [number.accuracy], marker="*", markersize=14, color=colour,
+                    markeredgecolor="black", linestyle="none",
+                    label=f"paper χ={chi}, p={number.keep_ratio:g}: {number.accuracy:.2f} "
+                          f"({'no pruning' if number.kind == paper_numbers.NO_PRUNE else 'best over p'})")
+
+
+def _plot_s3_chi(ax, split: str, curves: pd.DataFrame, config: pd.Series, colour) -> None:
+    """Each seed's curve dotted, the mean over seeds bold, +- std shaded."""
+    wide = curves.pivot_table(index="keep_ratio", columns="run_id", values=f"{split}_acc")
+    wide = wide.sort_index(ascending=False)
+    for run_id in wide.columns:
+        ax.plot(wide.index, wide[run_id], color=colour, linestyle=":", linewidth=0.9, alpha=0.7)
+    mean, std = wide.mean(axis=1), wide.std(axis=1, ddof=1)
+    label = _s3_chi_label(config["chi"])
+    if pd.notna(config["batch_size"]):
+        label += f", batch {config['batch_size']}"
+    label += f" (n={config['n_seeds']})"
+    ax.plot(mean.index, mean, color=colour, linewidth=2.2, marker="o", markersize=4, label=label)
+    if len(wide.columns) > 1:
+        ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.18)
+
+
+def plot_curves(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> bytes:
+    """Test (left) and validation (right) accuracy vs keep-ratio p, one colour per chi.
+
+    Args:
+        points: this benchmark's curve points (read.load_trials), percent.
+        configs: aggregate.aggregate_configs over every benchmark.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    bench_configs = configs[configs["benchmark"] == benchmark]
+    chis = sorted(bench_configs.loc[bench_configs["method"] == S3, "chi"].unique())
+    colours = plt.get_cmap("tab10")
+    keep_ratios = sorted(points["keep_ratio"].unique(), reverse=True)
+    for ax, split in zip(axes, ("test", "valid")):
+        for index, chi in enumerate(chis):
+            config = best_config_of(bench_configs, method=S3, chi=chi)
+            _plot_s3_chi(ax, split, points[points["run_id"].isin(config["run_ids"])], config, colours(index % 10))
+            if split == "test":
+                _plot_paper_stars(ax, benchmark, chi, colours(index % 10))
+        for method, colour, style in _reference_methods(bench_configs):
+            value = best_config_of(bench_configs, method=method)[f"{split}_acc_mean"]
+            ax.axhline(value, color=colour, linestyle=style, linewidth=1.6,
+                       label=f"{method_label(method)}: {value:.2f} (best p on valid)")
+        ax.set_xlim(1.03, min(keep_ratios) - 0.03)  # p = 1.0 on the left: sparser to the right, as in the paper
+        if len(keep_ratios) <= MAX_P_TICKS:
+            ax.set_xticks(keep_ratios, [_p_label(p) for p in keep_ratios])
+        ax.set_xlabel("keep ratio p  (fraction of routing pairs kept; sparser →)")
+        ax.set_title(f"{split} accuracy")
+        ax.grid(True, alpha=0.35)
+        ax.yaxis.set_tick_params(labelleft=True)
+    axes[0].set_ylabel("linear-probe accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(3, max(1, len(labels))), frameon=False, fontsize=9)
+    fig.suptitle(f"{benchmark}: accuracy vs keep ratio (mean ± std over seeds; dotted: each seed)", fontsize=12)
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def plot_batch_size(benchmark: str, configs: pd.DataFrame) -> bytes | None:
+    """Test accuracy at the valid-chosen p vs batch size, one line per chi and per other method
+    swept over batch size; None when the benchmark has one batch size only."""
+    bench = configs[(configs["benchmark"] == benchmark) & configs["batch_size"].notna()]
+    if bench["batch_size"].nunique() < 2:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = plt.get_cmap("tab10")
+    s3_chis = sorted(bench.loc[bench["method"] == S3, "chi"].unique())
+    lines = [(S3, chi, colours(i % 10), "-", _s3_chi_label(chi)) for i, chi in enumerate(s3_chis)]
+    lines += [(m, None, colour, style, method_label(m)) for m, colour, style in _reference_methods(bench)
+              if bench.loc[bench["method"] == m, "batch_size"].nunique() > 1]
+    for method, chi, colour, style, label in lines:
+        subset = bench[bench["method"] == method]
+        if chi is not None:
+            subset = subset[subset["chi"] == chi]
+        # per batch size, the configuration best on validation
+        chosen = subset.loc[subset.groupby("batch_size")["valid_acc_mean"].idxmax()].sort_values("batch_size")
+        ax.errorbar(chosen["batch_size"], chosen["test_acc_mean"], yerr=chosen["test_acc_std"].fillna(0.0),
+                    color=colour, linestyle=style, marker="o", capsize=4, linewidth=1.8, label=label)
+    sizes = sorted(int(b) for b in bench["batch_size"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(b) for b in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("test accuracy at valid-chosen p (%)")
+    ax.set_title(f"{benchmark}: batch-size robustness (mean ± std over seeds)")
+    ax.grid(True, alpha=0.35)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _figure_png(fig)
