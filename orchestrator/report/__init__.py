@@ -136,7 +136,7 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
     notes = _notes(trials, counts, experiments)
     scores = aggregate.per_trial_scores(trials, points)
     progress(f"report: aggregating {len(scores)} trials over seeds and configurations ...")
-    configs = aggregate.aggregate_configs(scores)
+    configs = aggregate.aggregate_configs(scores, points)
     table = aggregate.paper_table(configs)
     single_seed = [r for r in table if r["n_seeds"] < 2]
     if single_seed:

@@ -80,14 +80,16 @@ def test_the_logged_summary_is_shown_not_the_curve_argmax(report):
     assert any("no summary" in note and "s3_chi8_s2" in note for note in result.notes)
 
 
-def test_test_at_best_p_on_test_is_per_trial_then_averaged(report):
+def test_test_at_best_p_on_test_is_the_best_of_the_seed_averaged_curve(report):
+    """As the paper selects it: the best p of the mean curve (77.0 at p = 0.5), not the mean of
+    each seed's best (79.5, more optimistic)."""
     result, _ = report
     (row,) = result.table
-    mean, std = _mean_std([100 * max(TEST[seed].values()) for seed in (0, 1)])
+    mean, std = _mean_std([100 * TEST[seed][0.5] for seed in (0, 1)])
     assert row["test_acc_best_on_test_mean"] == pytest.approx(mean)
+    assert row["test_acc_best_on_test_mean"] == pytest.approx(77.0)
     assert row["test_acc_best_on_test_std"] == pytest.approx(std)
-    assert row["test_acc_best_on_test_mean"] == pytest.approx(79.5)
-    assert row["keep_ratio_best_on_test_mean"] == pytest.approx((0.2 + 0.5) / 2)
+    assert row["keep_ratio_best_on_test_mean"] == pytest.approx(0.5)
     assert row["paper_best"] == "77.95 (p~0.3)"
 
 
@@ -117,7 +119,7 @@ def test_both_numbers_and_the_papers_are_labelled_in_the_files(report, name):
     cells = _markdown_row(text) if name == "report.md" else _html_row(text)
     assert list(cells) == list(TABLE_HEADER)
     honest = _mean_std([100 * TEST[seed][LOGGED_P] for seed in (0, 1)])
-    on_test = _mean_std([100 * max(TEST[seed].values()) for seed in (0, 1)])
+    on_test = _mean_std([100 * TEST[seed][0.5] for seed in (0, 1)])   # the best p of the mean curve
     assert cells[TEST_VALID_P] == f"{honest[0]:.2f} ± {honest[1]:.2f}"
     assert cells[TEST_TEST_P] == f"{on_test[0]:.2f} ± {on_test[1]:.2f}"
     assert cells[f"{PAPER_HEADER}: best over p"] == "77.95 (p~0.3)"
