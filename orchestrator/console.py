@@ -349,6 +349,8 @@ def session(verbose: int = 1, log_path: Path | None = None):
         the Console (also returned by current()).
     """
     global _CURRENT
+    import mlflow  # noqa: F401  (sets up its logger, adopted below, before the store says anything)
+
     con = Console(sys.stdout, sys.stderr, verbose=verbose)
     quiet = verbose < 2 and log_path is not None
     if quiet:
@@ -399,9 +401,10 @@ def tune_output(verbose: int):
 class ProgressCallback(Callback):
     """A Tune callback that keeps the live view of one Tuner.fit up to date.
 
-    It keeps no count of its own: done, failed and the total come from the MLflow trial logger
-    (which must come before it in RunConfig.callbacks, so its counts are current), the running
-    trials and their start times from Tune's trial list and the logger.
+    Done, failed and the total come from the MLflow trial logger (which must come before it in
+    RunConfig.callbacks, so its counts are current), the running trials from Tune's trial list,
+    their start times from the logger. Its own state is each ended trial's duration, for the
+    estimate of the time left (a trial stays RUNNING in Tune for a moment after its last result).
 
     Args:
         logger: the MlflowTrialLogger of this fit (attributes total, done, failed, started).
@@ -409,11 +412,15 @@ class ProgressCallback(Callback):
         console: default: current().
     """
 
+    wall_clock = staticmethod(time.time)   # the clock of the logger's start times
+
     def __init__(self, logger, label: str, console: Console | None = None):
         self.logger = logger
         self.label = label
         self._console = console
         self._names: dict[str, str] = {}
+        self._ended: dict[str, float] = {}    # trial id -> seconds it ran
+        self._slots = 1                        # the most trials seen running at once
         self._t0: float | None = None
         self._broken = False
 
@@ -437,11 +444,22 @@ class ProgressCallback(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.show(trials)
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("kind") == "done":    # the trial's last result (orchestrator.trial)
+            self._end(trial)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial)
         self.show(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial)
         self.show(trials)
+
+    def _end(self, trial) -> None:
+        if trial.trial_id not in self._ended:
+            started = self.logger.started.get(trial.trial_id)
+            self._ended[trial.trial_id] = self.wall_clock() - started if started is not None else math.nan
 
     def on_experiment_end(self, trials, **info):
         self.console.end_status()
@@ -466,24 +484,38 @@ class ProgressCallback(Callback):
                 self._names[trial.trial_id] = str(trial)
         return self._names[trial.trial_id]
 
+    def time_left(self, running, pending: int, wall: float) -> float | None:
+        """Seconds left, or None before any trial ended: each running trial needs what is left of
+        the mean trial duration, each pending one the whole of it, spread over as many trials at
+        once as have run at once."""
+        spans = [d for d in self._ended.values() if not math.isnan(d)]
+        if not spans or not (running or pending):
+            return None
+        mean = sum(spans) / len(spans)
+        work = pending * mean
+        for t in running:
+            started = self.logger.started.get(t.trial_id)
+            work += max(0.0, mean - (wall - started)) if started is not None else mean
+        return work / self._slots
+
     def view(self, trials) -> tuple[str, tuple]:
         """(status text, what it shows apart from the clock)."""
         now = self.console.clock()
         if self._t0 is None:
             self._t0 = now
-        wall = time.time()
+        wall = self.wall_clock()
         lg = self.logger
-        running = [t for t in trials if t.status == "RUNNING"]
+        running = [t for t in trials if t.status == "RUNNING" and t.trial_id not in self._ended]
+        self._slots = max(self._slots, len(running))
         finished = lg.done + lg.failed
         pending = max(0, lg.total - finished - len(running))
         elapsed = now - self._t0
         text = (f"[{self.label}] {lg.done}/{lg.total} done, {len(running)} running, {lg.failed} failed, "
                 f"{pending} pending | {duration(elapsed)} elapsed")
-        left = lg.total - finished
-        if left and finished:
-            # throughput so far (trials finished per second, concurrency included)
-            text += f", ~{duration(left * elapsed / finished)} left"
-        elif left:
+        left = self.time_left(running, pending, wall)
+        if left is not None:
+            text += f", ~{duration(max(1.0, left))} left"
+        elif running or pending:
             text += ", time left known after the first trial"
         if running:
             shown = []

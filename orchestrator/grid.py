@@ -259,6 +259,7 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
                    trainable, report_dir) -> int:
     from ray import tune
 
+    from orchestrator import console
     from orchestrator.report import ReportError, build_report, log_report_to_parent
     from orchestrator.tracking import (MlflowTrialLogger, code_version, find_parent, get_or_create_experiment,
                                        trial_runs)
@@ -308,8 +309,10 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
         for study, todo_trials, total in studies:
             logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
             loggers.append(logger)
+            progress = console.ProgressCallback(logger, bench + (f" seed={study[1]}" if study else ""))
             run_config = tune.RunConfig(name=f"grid-{gid}-{bench}" + (f"-seed{study[1]}" if study else ""),
-                                        storage_path=execution.storage_path, callbacks=[logger], verbose=args.verbose,
+                                        storage_path=execution.storage_path, callbacks=[logger, progress],
+                                        verbose=console.tune_verbose(args.verbose),
                                         # train: Ray Train retries inside the trial; direct: Tune does
                                         failure_config=tune.FailureConfig(
                                             max_failures=execution.max_failures if args.executor == "direct" else 0))
@@ -322,7 +325,8 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
             else:
                 tuner = _search_tuner(tune, trainable, search, study, preset, extra, total, execution,
                                       run_config, args.seed_search, reuse_actors(args.executor))
-            tuner.fit()
+            with console.tune_output(args.verbose):
+                tuner.fit()
             existing = logger.existing
             if logger.done + logger.failed < total:
                 # Tune catches Ctrl-C itself, stops its trials and returns normally: not a finished grid
@@ -347,14 +351,18 @@ def _run_benchmark(bench, trials, *, args, preset, seeds, extra, search, num_sam
     done = sum(lg.done for lg in loggers)
     failed = sum(lg.failed for lg in loggers)
     try:
-        rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id)
+        rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id,
+                           progress=console.current().report_progress)
         log_report_to_parent(client, parent_id, report_dir)
-        print(f"report: {Path(report_dir).resolve() / 'index.html'} ({len(rep.paths)} files)", flush=True)
+        console.current().summary(rep.configs)
+        report_index = Path(report_dir) / "index.html"
     except ReportError as err:
+        console.current().end_status()
         print(f"report: {err}", file=sys.stderr, flush=True)
+        report_index = None
     client.set_terminated(parent_id, status="FINISHED" if failed == 0 else "FAILED")
-    print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
-          f"mlflow ui --backend-store-uri {args.tracking_uri}", flush=True)
+    print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run", flush=True)
+    console.current().closing(report_index, args.tracking_uri, experiment_id, parent_id)
     return 0 if failed == 0 else 1
 
 

@@ -216,16 +216,19 @@ def _read_curve(client, run_id: str) -> pd.DataFrame:
     return curve.drop(columns="step").sort_values("keep_ratio", ascending=False)
 
 
-def load_trials(client, experiments: list, parent_run_id: str | None = None
+def load_trials(client, experiments: list, parent_run_id: str | None = None, progress=None
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials: one row per trial run, any status; points: one row per finished trial x p)."""
+    """(trials: one row per trial run, any status; points: one row per finished trial x p).
+    progress: None, or called as progress("reading trials from MLflow", done, total) before each run."""
     names = {e.experiment_id: e.name for e in experiments}
     try:
         runs = _search_trials(client, list(names), parent_run_id)
     except Exception as error:
         raise ReportError(f"cannot search runs: {_first_line(error)}") from error
     trial_rows, point_frames = [], []
-    for run in runs:
+    for i, run in enumerate(runs):
+        if progress is not None:
+            progress("reading trials from MLflow", i, len(runs))
         info = _trial_info(run, names[run.info.experiment_id])
         curve = _read_curve(client, run.info.run_id) if info["status"] == FINISHED else None
         info["has_curve"] = curve is not None and not curve.empty and "valid_acc" in curve
@@ -608,7 +611,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def build_report(client, experiment_names: Sequence[str] | None = None,
                  out_dir: str | os.PathLike = DEFAULT_OUT_DIR,
-                 parent_run_id: str | None = None) -> ReportResult:
+                 parent_run_id: str | None = None, progress=None) -> ReportResult:
     """Read the trials from MLflow and write the report into out_dir.
 
     Args:
@@ -617,12 +620,13 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
             parent_run_id is given, else every experiment named s3-*.
         out_dir: where to write (created if missing).
         parent_run_id: only the trials of this grid invocation.
+        progress: None, or a function called as progress(what, done, total) while it works.
     Returns:
         ReportResult. Raises ReportError when there is nothing to report.
     """
     out_dir = Path(out_dir)
     experiments = _resolve_experiments(client, experiment_names, parent_run_id)
-    trials, points = load_trials(client, experiments, parent_run_id)
+    trials, points = load_trials(client, experiments, parent_run_id, progress)
     scope = ", ".join(e.name for e in experiments)
     if parent_run_id:
         scope += f" (parent run {parent_run_id})"
@@ -656,7 +660,9 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
     written: list[Path] = []
     images: dict[str, bytes] = {}
     sections = {}
-    for benchmark in sorted(configs["benchmark"].unique()):
+    for i, benchmark in enumerate(sorted(configs["benchmark"].unique())):
+        if progress is not None:
+            progress("plotting", i, configs["benchmark"].nunique())
         name = _safe_name(benchmark)
         curves_png = plot_curves(benchmark, points[points["benchmark"] == benchmark], configs)
         curves_name = f"curves_{name}.png"

@@ -30,8 +30,10 @@ class FakeTrial:
     def __init__(self, trial_id, status, method="s3", chi=2, seed=0):
         self.trial_id = trial_id
         self.status = status
+        gridded = method == "s3"     # as grid_trials makes them: only s3 is swept over chi
         self.config = {"spec": {"benchmark": "synthetic", "method": method, "seed": seed, "preset": "smoke",
-                                "overrides": {"chi": chi, "batch_size": 64}, "label_fields": ["chi"]}}
+                                "overrides": {"batch_size": 64, **({"chi": chi} if gridded else {})},
+                                "label_fields": ["chi"] if gridded else []}}
 
 
 class FakeLogger:
@@ -104,26 +106,35 @@ def test_verbose_0_has_no_live_view():
 # --------------------------------------------------------------------------- the Tune callback
 
 def test_progress_counts_names_and_time_left_from_the_logger_and_tunes_trials():
-    out, clock = io.StringIO(), FakeClock()
+    out, clock, wall = io.StringIO(), FakeClock(), FakeClock()
     con = C.Console(out, io.StringIO(), tty=False, clock=clock)
     lg = FakeLogger(total=6)
     cb = C.ProgressCallback(lg, "synthetic", console=con)
+    cb.wall_clock = wall
     cb.setup()
     trials = [FakeTrial("a", "RUNNING"), FakeTrial("b", "RUNNING", method="clip"), FakeTrial("c", "PENDING")]
-    lg.started = {"a": time.time() - 65}          # the logger's wall-clock start times
+    wall.t = 1000.0
+    lg.started = {"a": 1000.0 - 65}          # the logger's start times (b has none yet)
     text, key = cb.view(trials)
-    assert text.startswith("[synthetic] 0/6 done, 2 running, 0 failed, 4 pending | 0s elapsed, time left known "
-                           "after the first trial | running: s3 synthetic chi=2 batch_size=64 seed=0 (1m0")
-    assert text.endswith("; clip synthetic chi=2 batch_size=64 seed=0")
-    clock.t = 100
-    lg.done, lg.failed = 1, 1
-    trials[0].status, trials[1].status = "TERMINATED", "ERROR"
+    assert text == ("[synthetic] 0/6 done, 2 running, 0 failed, 4 pending | 0s elapsed, time left known after the "
+                    "first trial | running: s3 synthetic chi=2 batch_size=64 seed=0 (1m05s); "
+                    "clip synthetic batch_size=64 seed=0")
+    # a's last result and b's error: both ran 100 s; c starts
+    clock.t, wall.t = 100.0, 1035.0
+    lg.started.update(b=935.0, c=1035.0)
+    lg.done = 1
+    cb.on_trial_result(iteration=5, trials=trials, trial=trials[0], result={"kind": "done"})
+    text_a, _ = cb.view(trials)
+    assert text_a.startswith("[synthetic] 1/6 done, 1 running, 0 failed, 4 pending"), "a counted once"
+    lg.failed = 1
+    trials[1].status, trials[2].status = "ERROR", "RUNNING"
+    cb.on_trial_error(iteration=6, trials=trials, trial=trials[1])
+    # left: c needs 100 s, 3 pending 100 s each, 2 at once: 200 s
     text2, key2 = cb.view(trials)
-    # 2 finished in 100 s, 4 left: ~200 s
-    assert "[synthetic] 1/6 done, 0 running, 1 failed, 4 pending | 1m40s elapsed, ~3m20s left" == text2
+    assert text2 == ("[synthetic] 1/6 done, 1 running, 1 failed, 3 pending | 1m40s elapsed, ~3m20s left | "
+                     "running: s3 synthetic chi=2 batch_size=64 seed=0 (0s)")
     assert key2 != key
-    cb.on_step_end(iteration=1, trials=trials)
-    assert out.getvalue() == text2 + "\n"
+    assert out.getvalue() == text2 + "\n", "the first view of a grid is printed at once"
 
 
 def test_a_broken_view_never_stops_the_grid(caplog):
