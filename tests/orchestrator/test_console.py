@@ -269,6 +269,7 @@ def check_default_console(out: str, err: str, n_trials: int) -> None:
     for words in FORBIDDEN:
         assert words not in both, f"{words!r} in the console:\n{both}"
     assert not re.search(r"\bkind\b", both), both
+    assert not re.search(r"\bINFO\b", both), f"an INFO log record on the console:\n{both}"
     assert "\x1b" not in both and "\r" not in both, "control characters off a terminal"
     assert re.search(rf"^\[synthetic\] \d/{n_trials} done, \d running, \d failed, \d pending \| \d+s elapsed",
                      out, re.M), out
