@@ -514,7 +514,7 @@ class ProgressCallback(Callback):
                 f"{pending} pending | {duration(elapsed)} elapsed")
         left = self.time_left(running, pending, wall)
         if left is not None:
-            text += f", ~{duration(max(1.0, left))} left"
+            text += ", < 1m left" if left < 60 else f", ~{duration(left)} left"
         elif running or pending:
             text += ", time left known after the first trial"
         if running:

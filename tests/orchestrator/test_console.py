@@ -135,6 +135,9 @@ def test_progress_counts_names_and_time_left_from_the_logger_and_tunes_trials():
                      "running: s3 synthetic chi=2 batch_size=64 seed=0 (0s)")
     assert key2 != key
     assert out.getvalue() == text2 + "\n", "the first view of a grid is printed at once"
+    lg.done, wall.t = 4, 1035.0 + 90          # only c is left, 90 s into its 100
+    assert "[synthetic] 4/6 done, 1 running, 1 failed, 0 pending | 1m40s elapsed, < 1m left | running:" \
+        in cb.view(trials)[0]
 
 
 def test_a_broken_view_never_stops_the_grid(caplog):
