@@ -142,6 +142,7 @@ class Console:
         self._filter = _ConsoleLogFilter()
         self._filtered: list[logging.Handler] = []
         self._stderr = None         # the session's sys.stderr, for the libraries' log handlers
+        self._wrapped = ()          # the streams the session stands in for
         self._redirected: dict[logging.Handler, object] = {}
         self._status = ""           # the latest status text
         self._shown = ""            # the status text drawn on the terminal now
@@ -255,10 +256,13 @@ class Console:
         log.propagate = False
 
     def adopt_loggers(self) -> None:
-        """QUIET_LOGGERS' console handlers write through the session's stderr (Ray's handler holds
-        the stderr of the moment ray was imported), so that they too pass below the live line.
-        Below --verbose 2 their records also go to the log file, and only those a user acts on
-        reach the console. Idempotent: called again for loggers set up since (optuna)."""
+        """QUIET_LOGGERS' handlers that write to the process's own stdout or stderr (Ray's holds
+        the stderr of the moment ray was imported) write through the session's stderr instead, so
+        that they too pass below the live line; handlers on streams of their own (MLflow's, which
+        it can switch off) are left as they are. Below --verbose 2 their records also go to the
+        log file, and only those a user acts on reach the console. Idempotent: called again for
+        loggers set up since (optuna)."""
+        std = {id(s) for s in (sys.__stdout__, sys.__stderr__, *self._wrapped)}
         for name in QUIET_LOGGERS:
             if name not in sys.modules:
                 continue
@@ -269,7 +273,7 @@ class Console:
                 if handler is self._file_handler or isinstance(handler, logging.FileHandler):
                     continue
                 if (self._stderr is not None and isinstance(handler, logging.StreamHandler)
-                        and handler not in self._redirected):
+                        and id(handler.stream) in std and handler not in self._redirected):
                     self._redirected[handler] = handler.setStream(self._stderr)
                 if self._file_handler is not None and self._filter not in handler.filters:
                     handler.addFilter(self._filter)
@@ -358,6 +362,7 @@ def session(verbose: int = 1, log_path: Path | None = None):
     saved = sys.stdout, sys.stderr, _CURRENT
     sys.stdout = _ConsoleStream(con, saved[0], err=False, divert=quiet)
     sys.stderr = con._stderr = _ConsoleStream(con, saved[1], err=True, divert=quiet)
+    con._wrapped = saved[:2]
     con.adopt_loggers()
     _CURRENT = con
     try:

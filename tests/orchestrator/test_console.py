@@ -158,11 +158,27 @@ def test_the_callback_pickles_without_its_console():
 
 # --------------------------------------------------------------------------- the session
 
-def test_session_diverts_what_needs_no_action_and_shows_the_rest(tmp_path, capsys):
+def ray_handler_on_stderr(monkeypatch):
+    """As in run_grid.py: Ray's console handler holds the process's stderr from before the session
+    (under pytest it holds the capture stream of the moment ray was imported)."""
+    from ray._private.log import PlainRayHandler
+
+    for handler in logging.getLogger("ray").handlers:
+        if isinstance(handler, PlainRayHandler):
+            monkeypatch.setattr(handler, "stream", sys.stderr)
+
+
+def test_session_diverts_what_needs_no_action_and_shows_the_rest(tmp_path, capsys, monkeypatch):
+    ray_handler_on_stderr(monkeypatch)
     log_path = tmp_path / "logs" / "run.log"
     ray_logger = logging.getLogger("ray.tune.fake")
+    from ray._private.log import PlainRayHandler
+
+    (ray_handler,) = [h for h in logging.getLogger("ray").handlers if isinstance(h, PlainRayHandler)]
+    before = ray_handler.stream
     with C.session(verbose=1, log_path=log_path) as con:
         assert C.current() is con
+        assert ray_handler.stream is sys.stderr, "Ray's records pass the console (below the live line)"
         print("\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started on node: x")
         print("[1/2] done   s3 synthetic")
         ray_logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=...")
@@ -181,12 +197,13 @@ def test_session_diverts_what_needs_no_action_and_shows_the_rest(tmp_path, capsy
         assert words in text, words
     assert "\x1b" not in text
     # everything restored
-    assert C.current() is not con
+    assert C.current() is not con and ray_handler.stream is before
     assert not isinstance(sys.stdout, C._ConsoleStream)
     assert all(C._ConsoleLogFilter not in {type(f) for f in h.filters} for h in logging.getLogger("ray").handlers)
 
 
-def test_verbose_2_diverts_nothing(tmp_path, capsys):
+def test_verbose_2_diverts_nothing(tmp_path, capsys, monkeypatch):
+    ray_handler_on_stderr(monkeypatch)
     log_path = tmp_path / "run.log"
     with C.session(verbose=2, log_path=log_path):
         print("WARNING: 8 PYTHON worker processes have been started")
