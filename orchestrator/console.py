@@ -314,11 +314,14 @@ class _ConsoleStream:
             self._buf += s
             if "\n" in self._buf:
                 *lines, self._buf = self._buf.split("\n")
+                shown = []
                 for ln in lines:
                     if self._divert and no_action(ln):
                         self._console.divert(ln)
                     else:
-                        self._console.write(ln + "\n", self._err)
+                        shown.append(ln + "\n")
+                if shown:   # at once: the live line is cleared and redrawn once per write
+                    self._console.write("".join(shown), self._err)
         return len(s)
 
     def flush(self) -> None:
