@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "storage such as s3://... or NFS on multi-node clusters)")
     g.add_argument("--resume", action="store_true", help="continue the interrupted grid with the same flags: "
                                                          "finished trials are skipped, the MLflow parent run reused")
-    g.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Ray Tune's console verbosity")
+    g.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="0: a line per trial and the summary; 1: plus a live progress view; 2: plus Ray Tune's "
+                        "own tables and every Ray/MLflow log message (below 2 those go to <storage>/logs/)")
     g = p.add_argument_group("resources")
     g.add_argument("--ray-address", default=None, help="connect to a running Ray cluster, e.g. 'auto' on a "
                                                        "cluster head (default: env RAY_ADDRESS, else start a local one)")
@@ -121,11 +123,14 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     with user_errors():
+        from orchestrator import console
         from orchestrator.grid import run
         from orchestrator.plan import make_plan
         from search_spaces import load_preset
 
-        return run(make_plan(load_preset(args.preset), overrides_from_args(args))).exit_code
+        plan = make_plan(load_preset(args.preset), overrides_from_args(args))
+        with console.session(args.verbose, console.driver_log_path(args.storage_path)):
+            return run(plan).exit_code
     return 2
 
 

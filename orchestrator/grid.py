@@ -166,6 +166,7 @@ def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict, bench_dat
 
 def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, trainable_fn, resources, report_dir,
                    tune, bench_data, digest: str) -> BenchmarkResult:
+    from orchestrator import console
     from orchestrator.report import ReportError, build_report, log_report_to_parent
     from orchestrator.tracking import MlflowTrialLogger, log_parent_summary, provenance_tags, trial_runs
 
@@ -194,7 +195,10 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
                 continue
             logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
             loggers.append(logger)
-            _tuner(study, plan, tune, trainable, execution, finished, [logger]).fit()
+            progress = console.ProgressCallback(
+                logger, bench + (f" seed={study.seed}" if isinstance(study, OptunaStudy) else ""))
+            with console.tune_output(plan.tracking.verbose):
+                _tuner(study, plan, tune, trainable, execution, finished, [logger, progress]).fit()
             existing = logger.existing
             finished = {k: r for k, r in existing.items() if r.info.status == "FINISHED"}
             if logger.done + logger.failed < total:
@@ -221,14 +225,18 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
     failed = sum(lg.failed for lg in loggers)
     log_parent_summary(client, parent_id, trial_runs(client, experiment_id, parent_id).values())
     try:
-        rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id)
+        rep = build_report(client, [exp_name], out_dir=report_dir, parent_run_id=parent_id,
+                           progress=console.current().report_progress)
         log_report_to_parent(client, parent_id, report_dir)
-        print(f"report: {Path(report_dir).resolve() / 'index.html'} ({len(rep.paths)} files)", flush=True)
+        console.current().summary(rep.configs)
+        report_index = Path(report_dir) / "index.html"
     except ReportError as err:
+        console.current().end_status()
         print(f"report: {err}", file=sys.stderr, flush=True)
+        report_index = None
     client.set_terminated(parent_id, status="FINISHED" if failed == 0 else "FAILED")
-    print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run. MLflow UI: "
-          f"mlflow ui --backend-store-uri {plan.tracking.uri}", flush=True)
+    print(f"grid {gid} [{bench}]: {done} trial(s) finished, {failed} failed this run", flush=True)
+    console.current().closing(report_index, plan.tracking.uri, experiment_id, parent_id)
     return BenchmarkResult(bench, 0 if failed == 0 else 1, done, failed, parent_id, report_dir)
 
 
@@ -240,10 +248,12 @@ def _remaining(study, finished: dict) -> int:
 
 def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callbacks: list):
     """A Tuner for what is left of `study` (grid: the unfinished trials; Optuna: the missing samples)."""
+    from orchestrator import console
+
     reuse = reuse_actors(execution.executor)
     run_config = tune.RunConfig(
         name=f"grid-{execution.scope}-{study.benchmark}{study.suffix}", storage_path=execution.storage_path,
-        callbacks=callbacks, verbose=plan.tracking.verbose,
+        callbacks=callbacks, verbose=console.tune_verbose(plan.tracking.verbose),
         # train: Ray Train retries inside the trial; direct: Tune does
         failure_config=tune.FailureConfig(
             max_failures=execution.max_failures if execution.executor == "direct" else 0))

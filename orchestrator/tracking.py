@@ -288,8 +288,8 @@ class MlflowTrialLogger(Callback):
         self.client.set_tag(run_id, L.TAG_FAILURE, reason[:4000])
         self.client.set_terminated(run_id, status="FAILED")
         self.failed += 1
-        self.print(f"[{self.done + self.failed}/{self.total}] FAILED {self._spec(trial).short()}: {reason}",
-                   flush=True)
+        self.print(f"[{self.done + self.failed}/{self.total}] FAILED {self._spec(trial).short()}: {reason} "
+                   f"(details: {error_details(trial)})", flush=True)
 
     def close_unfinished(self, status: str = "KILLED") -> None:
         """On an interrupted grid: no child run of this invocation stays RUNNING."""
@@ -305,6 +305,21 @@ def _is_number(v) -> bool:
 def param_str(v) -> str:
     s = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
     return s[:6000]
+
+
+def error_details(trial) -> str:
+    """Where a failed trial's traceback is: its error.txt in the checkpoint storage when that is a
+    local folder (Tune copies it there from the driver's staging folder under /tmp/ray), else the
+    staging copy."""
+    staged = getattr(trial, "error_file", None)
+    if not staged:
+        return "no error file from Tune"
+    try:
+        if trial.storage.storage_filesystem.type_name == "local":
+            return str(Path(trial.path) / Path(staged).name)
+    except (AttributeError, ValueError, TypeError):
+        pass
+    return staged
 
 
 def failure_reason(trial) -> str:
