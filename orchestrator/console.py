@@ -452,7 +452,7 @@ class ProgressCallback(Callback):
         self.show(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("kind") == "done":    # the trial's last result (orchestrator.trial)
+        if result.get("kind") == "done":    # the trial's last result (contract.DoneReport)
             self._end(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -484,7 +484,7 @@ class ProgressCallback(Callback):
 
     def _name(self, trial) -> str:
         if trial.trial_id not in self._names:
-            from orchestrator.trial import TrialSpec
+            from orchestrator.contract import TrialSpec
             try:
                 self._names[trial.trial_id] = TrialSpec.from_config(trial.config).short()
             except (KeyError, TypeError):
