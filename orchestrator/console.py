@@ -30,7 +30,6 @@ How the grid uses it:
 """
 from __future__ import annotations
 
-import ast
 import contextlib
 import logging
 import math
@@ -42,13 +41,13 @@ import threading
 import time
 from pathlib import Path
 
-from ray.tune import Callback
+from orchestrator.console_text import SUMMARY_MAX_ROWS, closing_lines, summary_lines
 
 STATUS_EVERY_S = 30.0      # off a terminal: a changed status is printed at most this often
 HEARTBEAT_S = 300.0        # off a terminal: an unchanged status is repeated this often (still alive)
 REDRAW_EVERY_S = 1.0       # on a terminal: the clock in the status line ticks this often
 RUNNING_SHOWN = 3          # running trials named in the status line; the rest are counted
-SUMMARY_MAX_ROWS = 24      # configurations in the console summary; the report has them all
+
 
 # Log records and printed lines that ask nothing of the user: below --verbose 2 they go to the
 # log file only. Each pattern is searched in the message.
@@ -405,233 +404,6 @@ def tune_output(verbose: int):
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
-class ProgressCallback(Callback):
-    """A Tune callback that keeps the live view of one Tuner.fit up to date.
-
-    Done, failed and the total come from the MLflow trial logger (which must come before it in
-    RunConfig.callbacks, so its counts are current), the running trials from Tune's trial list,
-    their start times from the logger. Its own state is each ended trial's duration, for the
-    estimate of the time left (a trial stays RUNNING in Tune for a moment after its last result).
-
-    Args:
-        logger: the MlflowTrialLogger of this fit (attributes total, done, failed, started).
-        label: what the view is of, e.g. 'synthetic' or 'synthetic seed=1'.
-        console: default: current().
-    """
-
-    wall_clock = staticmethod(time.time)   # the clock of the logger's start times
-
-    def __init__(self, logger, label: str, console: Console | None = None):
-        self.logger = logger
-        self.label = label
-        self._console = console
-        self._names: dict[str, str] = {}
-        self._ended: dict[str, float] = {}    # trial id -> seconds it ran
-        self._slots = 1                        # the most trials seen running at once
-        self._t0: float | None = None
-        self._broken = False
-
-    @property
-    def console(self) -> Console:
-        return self._console if self._console is not None else current()
-
-    def __getstate__(self):
-        # Tuner pickles its RunConfig (tuner.pkl): the console holds the process's streams
-        state = dict(self.__dict__)
-        state["_console"] = None
-        return state
-
-    # --- Tune callback hooks -------------------------------------------------------------
-    def setup(self, **info):
-        self._t0 = self.console.clock()
-
-    def on_step_end(self, iteration, trials, **info):
-        self.show(trials)
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.show(trials)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("kind") == "done":    # the trial's last result (contract.DoneReport)
-            self._end(trial)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._end(trial)
-        self.show(trials)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial)
-        self.show(trials)
-
-    def _end(self, trial) -> None:
-        if trial.trial_id not in self._ended:
-            started = self.logger.started.get(trial.trial_id)
-            self._ended[trial.trial_id] = self.wall_clock() - started if started is not None else math.nan
-
-    def on_experiment_end(self, trials, **info):
-        self.console.end_status()
-
-    # --- the view ------------------------------------------------------------------------
-    def show(self, trials) -> None:
-        if self._broken:
-            return
-        try:
-            text, key = self.view(trials)
-            self.console.status(text, key=key, phase=("grid", self.label))
-        except Exception:   # a display bug must not stop the grid
-            self._broken = True
-            log.exception("the progress view failed; the grid goes on without it")
-
-    def _name(self, trial) -> str:
-        if trial.trial_id not in self._names:
-            from orchestrator.contract import TrialSpec
-            try:
-                self._names[trial.trial_id] = TrialSpec.from_config(trial.config).short()
-            except (KeyError, TypeError):
-                self._names[trial.trial_id] = str(trial)
-        return self._names[trial.trial_id]
-
-    def time_left(self, running, pending: int, wall: float) -> float | None:
-        """Seconds left, or None before any trial ended: each running trial needs what is left of
-        the mean trial duration, each pending one the whole of it, spread over as many trials at
-        once as have run at once."""
-        spans = [d for d in self._ended.values() if not math.isnan(d)]
-        if not spans or not (running or pending):
-            return None
-        mean = sum(spans) / len(spans)
-        work = pending * mean
-        for t in running:
-            started = self.logger.started.get(t.trial_id)
-            work += max(0.0, mean - (wall - started)) if started is not None else mean
-        return work / self._slots
-
-    def view(self, trials) -> tuple[str, tuple]:
-        """(status text, what it shows apart from the clock)."""
-        now = self.console.clock()
-        if self._t0 is None:
-            self._t0 = now
-        wall = self.wall_clock()
-        lg = self.logger
-        running = [t for t in trials if t.status == "RUNNING" and t.trial_id not in self._ended]
-        self._slots = max(self._slots, len(running))
-        finished = lg.done + lg.failed
-        pending = max(0, lg.total - finished - len(running))
-        elapsed = now - self._t0
-        text = (f"[{self.label}] {lg.done}/{lg.total} done, {len(running)} running, {lg.failed} failed, "
-                f"{pending} pending | {duration(elapsed)} elapsed")
-        left = self.time_left(running, pending, wall)
-        if left is not None:
-            text += ", < 1m left" if left < 60 else f", ~{duration(left)} left"
-        elif running or pending:
-            text += ", time left known after the first trial"
-        if running:
-            shown = []
-            for t in running[:RUNNING_SHOWN]:
-                started = lg.started.get(t.trial_id)
-                shown.append(self._name(t) + (f" ({duration(wall - started)})" if started is not None else ""))
-            more = len(running) - RUNNING_SHOWN
-            text += " | running: " + "; ".join(shown) + (f"; +{more} more" if more > 0 else "")
-        key = (lg.done, lg.failed, pending, tuple(sorted(t.trial_id for t in running)))
-        return text, key
-
-
-# --- the summary table ---------------------------------------------------------------------
-
-def _config_fields(row: dict) -> dict:
-    """The configuration's parameters, from the report's config_key (a repr of (name, value)
-    pairs); just chi when it cannot be read."""
-    try:
-        pairs = ast.literal_eval(row.get("config_key", ""))
-        fields = {str(k): str(v) for k, v in pairs}
-    except (ValueError, SyntaxError, TypeError):
-        fields = {}
-    fields.pop("method", None)
-    fields.pop("preset", None)
-    fields.setdefault("chi", str(row.get("chi", "")))
-    return fields
-
-
-def _sort_value(v: str):
-    try:
-        return (0, float(v), "")
-    except ValueError:
-        return (1, 0.0, v)
-
-
-def _accuracy(mean, std, n: int) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "-"
-    if n > 1 and std is not None and not math.isnan(std):
-        return f"{mean:.1f} ± {std:.1f}"
-    return f"{mean:.1f}"
-
-
-def summary_lines(configs: list[dict], max_rows: int = SUMMARY_MAX_ROWS) -> list[str]:
-    """A plain-text table per benchmark: one row per method and value of the swept fields, with
-    the test accuracy (%) at the p chosen on validation (mean ± std over seeds), the mean chosen
-    p, the test accuracy without pruning, and the number of seeds.
-
-    Args:
-        configs: build_report's ReportResult.configs (accuracies already in percent).
-        max_rows: per benchmark; beyond it, the configurations best on validation are kept.
-    Returns:
-        lines, no trailing newlines.
-    """
-    from orchestrator.mlflow_layout import METHODS
-
-    lines: list[str] = []
-    for bench in sorted({r["benchmark"] for r in configs}):
-        rows = [dict(r, _fields=_config_fields(r)) for r in configs if r["benchmark"] == bench]
-        swept = {"chi"}
-        for method in {r["method"] for r in rows}:
-            mine = [r["_fields"] for r in rows if r["method"] == method]
-            for name in set().union(*mine):
-                if len({f.get(name) for f in mine}) > 1:
-                    swept.add(name)
-        fields = ["chi"] + sorted(swept - {"chi"})
-        hidden = 0
-        if len(rows) > max_rows:
-            rows.sort(key=lambda r: -r.get("valid_acc_mean", 0.0))
-            hidden, rows = len(rows) - max_rows, rows[:max_rows]
-        rows.sort(key=lambda r: (METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS),
-                                 r["method"], [_sort_value(r["_fields"].get(f, "")) for f in fields]))
-        header = ["method", *fields, "test acc @p*", "mean p*", "test acc p=1", "seeds"]
-        table = [header] + [[r["method"], *(r["_fields"].get(f, "-") for f in fields),
-                             _accuracy(r.get("test_acc_mean"), r.get("test_acc_std"), r.get("n_seeds", 1)),
-                             f"{r.get('keep_ratio_mean', float('nan')):.2f}",
-                             _accuracy(r.get("test_acc_no_prune_mean"), r.get("test_acc_no_prune_std"),
-                                       r.get("n_seeds", 1)),
-                             str(r.get("n_seeds", ""))] for r in rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        lines.append(f"results [{bench}]: test accuracy (%) at the keep-ratio p* chosen on validation, "
-                     "mean ± std over seeds")
-        for i, row in enumerate(table):
-            cells = [c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))]
-            lines.append("  " + "  ".join(cells).rstrip())
-            if i == 0:
-                lines.append("  " + "  ".join("-" * w for w in widths))
-        if hidden:
-            lines.append(f"  ... {hidden} more configuration(s), lower on validation: see the report")
-    return lines
-
-
-def mlflow_ui_hint(tracking_uri: str, experiment_id: str | None = None, parent_run_id: str | None = None) -> str:
-    """How to look at the runs: a local store needs `mlflow ui` started on it; a server is
-    already one, so its URL is the answer."""
-    page = ""
-    if experiment_id:
-        page = f"#/experiments/{experiment_id}" + (f"/runs/{parent_run_id}" if parent_run_id else "")
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"MLflow UI: {tracking_uri.rstrip('/')}/{page}"
-    return (f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}   then open http://127.0.0.1:5000/{page}")
-
-
-def closing_lines(report_index, tracking_uri: str, experiment_id=None, parent_run_id=None,
-                  log_path: Path | None = None) -> list[str]:
-    lines = []
-    if report_index:
-        lines.append(f"report: {Path(report_index).resolve()}")
-    lines.append(mlflow_ui_hint(tracking_uri, experiment_id, parent_run_id))
-    if log_path is not None and Path(log_path).exists():
-        lines.append(f"Ray's and MLflow's log messages: {log_path}")
-    return lines
+# re-exported: console.ProgressCallback is what the grid adds to Tune's callbacks
+from orchestrator.console_text import mlflow_ui_hint  # noqa: E402,F401
+from orchestrator.progress import ProgressCallback  # noqa: E402,F401
