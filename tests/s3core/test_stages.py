@@ -73,6 +73,29 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(data):
     assert [r["test_acc"] for r in resumed.curve] == pytest.approx([r["test_acc"] for r in full.curve])
 
 
+def _untimed(rows):
+    """The rows without wall-clock fields (time_s, embed_s), which differ from run to run."""
+    return [{k: v for k, v in r.items() if not (k.startswith("time") or k.endswith("_s"))} for r in rows]
+
+
+@pytest.mark.parametrize("at", [("special", 0), ("select", 0)])
+def test_resume_with_dropout_is_exactly_the_uninterrupted_run(data, at):
+    """Dropout draws from torch's global RNG: a resumed run must continue that stream where the
+    checkpoint left it, not from the freshly seeded one build_model leaves (issue 14, bug 2)."""
+    cfg = TINY.replace(dropout=0.1)
+    saved = {}
+
+    def keep(ev):
+        if (ev.stage, ev.epoch) == at:
+            saved["state"] = copy.deepcopy(checkpoint_state(ev))
+
+    full = run_trial(data, cfg, "s3", on_epoch=keep, progress=False)
+    torch.rand(7)   # the resuming process's RNG is wherever it is
+    resumed = run_trial(data, cfg, "s3", resume=saved["state"], progress=False)
+    assert _untimed(resumed.history) == _untimed(full.history)
+    assert _untimed(resumed.curve) == _untimed(full.curve)
+
+
 def test_resume_after_a_finished_stage_skips_it(data):
     saved = {}
 
