@@ -223,16 +223,29 @@ def test_every_block_of_a_two_layer_encoder_prunes(p):
         assert not torch.equal(out.z, full[m].z), f"{m}: pruning to p = {p} left z unchanged"
 
 
+def _never_pruning(model):
+    """A copy of `model` whose MoE layers ignore keep_ratio: the unpruned model, by construction."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    for module in ref.modules():
+        if isinstance(module, MoEFFN):
+            module.forward = lambda x, token_mask=None, keep_ratio=1.0, _f=module.forward: _f(x, token_mask=token_mask)
+    return ref
+
+
 def test_a_two_layer_model_at_p_one_is_bit_identical_to_the_unpruned_model():
-    """Stage 3 at p = 1 must score exactly the model Stages 1-2 trained (forward without keep_ratio);
-    and p just below 1, which keeps every pair through the pruning path, gives the same z up to
-    summation order."""
+    """Stage 3 at p = 1 scores exactly the unpruned model (MoE layers that cannot prune), which is
+    also the forward Stages 1-2 train (no keep_ratio argument); p just below 1, which keeps every
+    pair through the pruning path, gives the same z up to summation order."""
     model, inputs, _ = _two_layer_model_and_batch()
     with torch.no_grad():
-        unpruned = model(inputs)
+        unpruned = _never_pruning(model)(inputs, keep_ratio=0.3)
+        training_forward = model(inputs)
         at_one = model(inputs, keep_ratio=1.0)
         all_pairs = model(inputs, keep_ratio=1 - 1e-9)
     for m in unpruned:
+        assert [float(k) for k in at_one[m].intermediates["routing"]["kept_fraction"]] == [1.0, 1.0]
         assert torch.equal(at_one[m].z, unpruned[m].z), m
-        assert torch.equal(at_one[m].intermediates["pooled"], unpruned[m].intermediates["pooled"]), m
+        assert torch.equal(training_forward[m].z, unpruned[m].z), m
         torch.testing.assert_close(all_pairs[m].z, unpruned[m].z, rtol=1e-5, atol=1e-6)
