@@ -111,6 +111,7 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
     done_stage, done_epoch = (resume["stage"], resume["epoch"]) if resume else (None, -1)
     if resume:
         _unwrap(model).load_state_dict(resume["model"])
+        restore_rng(resume)
 
     def record(ev: EpochEnd) -> None:
         history.append({"stage": ev.stage, "epoch": ev.epoch, **ev.metrics})
@@ -168,11 +169,27 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def checkpoint_state(ev: EpochEnd) -> dict:
-    """Everything a resume needs after `ev`: model, optimizer, stage/epoch, history, RNG."""
-    return {"model": _unwrap(ev.model).state_dict(), "optimizer": ev.optimizer.state_dict(),
-            "stage": ev.stage, "epoch": ev.epoch, "history": list(ev.history or []),
-            "torch_rng": torch.get_rng_state()}
+    """Everything a resume needs after `ev`: model, optimizer, stage/epoch, history, and the
+    global RNG streams (dropout draws from them; shuffling and augmentation use their own
+    per-epoch generators, see stages.epoch_generator)."""
+    state = {"model": _unwrap(ev.model).state_dict(), "optimizer": ev.optimizer.state_dict(),
+             "stage": ev.stage, "epoch": ev.epoch, "history": list(ev.history or []),
+             "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Continue the global RNG streams where `checkpoint_state` saved them, so that a resumed
+    run with dropout draws the same masks as an uninterrupted one. Checkpoints written before
+    the RNG was saved have no "torch_rng": the stream then starts from build_model's seed."""
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"].cpu())
+    cuda = state.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "TrialResult", "run_trial", "method_config", "method_stages", "summarize",
-           "build_model", "checkpoint_state", "trained_model_state", "model_from_state"]
+           "build_model", "checkpoint_state", "restore_rng", "trained_model_state", "model_from_state"]

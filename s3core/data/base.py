@@ -5,6 +5,8 @@ sees this shape, so any data a user can turn into arrays runs through the whole 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,3 +136,31 @@ def select_modalities(bench: Benchmark, modalities=None, source: str = "") -> Be
               for name, s in bench.splits.items()}
     return Benchmark(name=bench.name, modalities=wanted, splits=splits, num_classes=bench.num_classes,
                      meta=dict(bench.meta))
+
+
+def content_digest(bench: Benchmark) -> str:
+    """A SHA-256 of everything a trial trains and is scored on: the benchmark's name, modality
+    names (in order), num_classes, and for every split its labels and every modality's features
+    and mask, each with its dtype and shape (so a reshape with the same bytes differs). Every byte
+    is hashed, not a sample of rows: one edited value changes the digest. `meta` (provenance) is
+    left out. Contiguous arrays (the Arrow cache's memory-mapped views) are hashed in place.
+
+    Returns:
+        64 hex characters.
+    """
+    h = hashlib.sha256()
+
+    def add_array(tag: str, a: np.ndarray) -> None:
+        a = np.asarray(a)
+        h.update(f"{tag}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(np.ascontiguousarray(a))       # the buffer itself: no copy when contiguous
+
+    h.update(json.dumps([bench.name, list(bench.modalities), bench.num_classes]).encode())
+    for split_name in sorted(bench.splits):
+        split = bench.splits[split_name]
+        add_array(f"{split_name}/labels", split.labels)
+        for m in bench.modalities:
+            add_array(f"{split_name}/features/{m}", split.features[m])
+            if m in split.masks:
+                add_array(f"{split_name}/masks/{m}", split.masks[m])
+    return h.hexdigest()

@@ -262,3 +262,32 @@ def test_two_named_experiments_on_one_benchmark_are_separate_sections(tmp_path):
     assert len(by_section) == 2, by_section.keys()
     means = sorted(c["test_acc_mean"] for c in res.configs)
     assert means == pytest.approx([60.0, 90.0])    # percent; not one section averaging to 75
+
+
+def test_every_report_file_arrives_by_an_atomic_rename(store, tmp_path, monkeypatch):
+    """Every file of the report is written under another name and renamed into place, so a
+    reader (or a crash) never meets half a file; a rename that fails leaves the previous report
+    as it was and no temporary file."""
+    out = tmp_path / "rep"
+    build_report(store["client"], out_dir=out, parent_run_id=store["parent_id"])
+    real_replace = os.replace
+    renamed = []
+
+    def recording_replace(src, dst, *args, **kwargs):
+        renamed.append(Path(dst).resolve())
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    build_report(store["client"], out_dir=out, parent_run_id=store["parent_id"])
+    files = {p.resolve() for p in out.iterdir()}
+    assert files and files <= set(renamed), f"written in place: {sorted(files - set(renamed))}"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def failing_replace(src, dst, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        build_report(store["client"], out_dir=out, parent_run_id=store["parent_id"])
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

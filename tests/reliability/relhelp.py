@@ -76,6 +76,12 @@ class Grid:
         from mlflow.tracking import MlflowClient
         return MlflowClient(tracking_uri=self.uri)
 
+    def wait_started(self, proc: subprocess.Popen, timeout: float = 240) -> None:
+        """Wait until the background driver has created its MLflow store and parent run. A reader
+        that touches a store still being created runs MLflow's schema migrations at the same time
+        as the driver, and one of the two dies on 'table ... already exists'."""
+        wait_for(lambda: "MLflow parent run" in self.output(), timeout, 0.5, proc, "the driver's parent run", self)
+
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 

@@ -73,11 +73,45 @@ def checkpoints_of(grid: Grid, key: str) -> dict[str, tuple[int, int]]:
 
 # ------------------------------------------------------------------------------ 1. worker killed
 
+def uninterrupted_run(run):
+    """The same trial run in this process without interruption: its S3Config rebuilt from the
+    params MLflow holds (every field is logged), its data from the smoke preset's synthetic config."""
+    import ast
+    import dataclasses
+
+    import torch
+
+    from s3core.config import S3Config
+    from s3core.data import load_benchmark
+    from s3core.pipeline import run_trial
+    from search_spaces import load_preset
+
+    def parse(text: str):
+        try:
+            return json.loads(text)
+        except ValueError:
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
+
+    params = run.data.params
+    cfg = S3Config().replace(**{f.name: parse(params[f.name]) for f in dataclasses.fields(S3Config)})
+    bench = load_benchmark("synthetic", synthetic=load_preset("smoke")["synthetic"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)    # as the Train worker: round(1.98 CPUs) with --max-concurrent 1 on 2 CPUs
+    try:
+        return run_trial(bench, cfg, run.data.tags[L.TAG_METHOD], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
     epochs = 8
     proc = grid_env.start("--preset", "smoke", "--set", f"epochs_special={epochs}", "--max-concurrent", "1",
                           "--max-failures", "2")
     try:
+        grid_env.wait_started(proc)
         client = grid_env.client()
 
         def running_trial_mid_way():
@@ -88,19 +122,39 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
                         return run
             return None
 
-        victim = wait_for(running_trial_mid_way, GRID_TIMEOUT, 0.5, proc, "a trial with >= 1 logged epoch", grid_env)
-        # only the Ray this driver started: its descendants whose title names the Train worker actor
-        workers = [p for p in ray_processes_of(needle="RayTrainWorker") if p in descendants(proc.pid)]
-        assert len(workers) == 1, f"expected one Train worker (--max-concurrent 1), found {workers}"
-        epochs_before = len(metric_steps(client, victim.info.run_id, "special/loss"))
-        os.kill(workers[0], signal.SIGKILL)
+        def train_workers() -> list[int]:
+            # only the Ray this driver started: its descendants whose title names the Train worker actor
+            return [p for p in ray_processes_of(needle="RayTrainWorker") if p in descendants(proc.pid) and alive(p)]
 
-        # a new worker takes over the same trial
-        wait_for(lambda: [p for p in ray_processes_of(needle="RayTrainWorker")
-                          if p in descendants(proc.pid) and p != workers[0]], 240, 0.5, proc, "a replacement worker")
+        victim = wait_for(running_trial_mid_way, GRID_TIMEOUT, 0.5, proc, "a trial with >= 1 logged epoch", grid_env)
+        workers = train_workers()
+        assert len(workers) == 1, f"expected one Train worker (--max-concurrent 1), found {workers}"
+        first = workers[0]
+        epochs_before = len(metric_steps(client, victim.info.run_id, "special/loss"))
+        os.kill(first, signal.SIGKILL)
+
+        # Which process serves the victim from now on: while it is the only RUNNING trial
+        # (--max-concurrent 1), each new epoch it logs comes from the one Train worker alive then.
+        served_after_kill: set[int] = set()
+        logged = epochs_before
+        deadline = time.monotonic() + GRID_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None:
+            if client.get_run(victim.info.run_id).info.status != "RUNNING":
+                break
+            n = sum(len(metric_steps(client, victim.info.run_id, k)) for k in ("special/loss", "select/loss"))
+            workers = train_workers()
+            if n > logged and len(workers) == 1:
+                served_after_kill.add(workers[0])
+            logged = max(logged, n)
+            time.sleep(0.3)
         assert proc.wait(timeout=GRID_TIMEOUT) == 0, grid_env.output()[-3000:]
     finally:
         stop_process_group(proc)
+
+    # a resume really happened inside the victim trial: a second worker process took it over
+    assert not alive(first)
+    assert served_after_kill and first not in served_after_kill, (
+        f"no other worker was seen serving the victim after worker {first} was killed: {served_after_kill}")
 
     runs = trial_runs(client)
     keys = Counter(r.data.tags[L.TAG_TRIAL_KEY] for r in runs)
@@ -118,6 +172,15 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
     assert len(reported) <= epochs + 1 + 1, f"more than one epoch recomputed: {reported} (killed after {epochs_before})"
     assert "database is locked" not in grid_env.output()
 
+    # and the resumed trial trained exactly as an uninterrupted one: same losses, same curve
+    reference = uninterrupted_run(victim)
+    losses = {m.step: m.value for k in ("special/loss", "select/loss")
+              for m in client.get_metric_history(victim.info.run_id, k)}
+    assert losses == {e: h["loss"] for e, h in enumerate(reference.history)}
+    for name in ("valid_acc", "test_acc", "valid_f1", "test_f1"):
+        curve = {m.step: m.value for m in client.get_metric_history(victim.info.run_id, name)}
+        assert curve == {round(100 * r["keep_ratio"]): r[name] for r in reference.curve}, name
+
 
 # ------------------------------------------------------------------------------ 2. driver killed
 
@@ -127,6 +190,7 @@ def test_driver_killed_then_resumed(grid_env: Grid, sig):
     proc = grid_env.start(*flags)
     ray_pids: set[int] = set()
     try:
+        grid_env.wait_started(proc)
         client = grid_env.client()
         finished = wait_for(lambda: [r for r in trial_runs(client) if r.info.status == "FINISHED"],
                             GRID_TIMEOUT, 0.5, proc, "a FINISHED trial", grid_env)
@@ -225,6 +289,7 @@ def test_concurrent_trials_lose_no_metric(grid_env: Grid):
                           "--cpus-per-worker", "0.45")
     reads = 0
     try:
+        grid_env.wait_started(proc)
         client = grid_env.client()
         # a second reader hammering the store while four trials write through the driver
         deadline = time.monotonic() + GRID_TIMEOUT
@@ -261,3 +326,46 @@ def test_concurrent_trials_lose_no_metric(grid_env: Grid):
         got = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
         assert got == expected, f"{run.info.run_name}: {got} metric points in MLflow, {expected} reported"
         assert_complete_history(client, run, 2, 1)
+
+
+# ------------------------------------------------------------------------------ 6. Optuna search resumed
+
+TINY_SEARCH = ("--preset", "search", "--num-samples", "4", "--max-concurrent", "1", "--executor", "direct",
+               "--set", "d_model=16", "n_layers=1", "n_heads=2", "d_ff=64", "proj_dim=16", "epochs_special=1",
+               "epochs_select=1", "probe_l2=[0.01]",
+               "--synthetic", "n_train=256", "n_valid=128", "n_test=128", "seq_len=4")
+SEARCHED = ("chi", "rho", "batch_size", "lambda_rep", "lambda_dsc", "lambda_aux", "lambda_suff", "lambda_min", "tau",
+            "lr")
+
+
+def test_a_resumed_optuna_search_runs_new_samples(grid_env: Grid):
+    """An interrupted search of 4 samples, resumed with the same flags, ends with 4 FINISHED trials
+    of 4 distinct sampled configs. (Not `--num-samples 2` then `4 --resume`: the sample count is
+    part of the grid id today, so that starts another grid instead of resuming this one.)
+    Setup problems raise RuntimeError, so that only the final check can be the expected failure."""
+    proc = grid_env.start(*TINY_SEARCH)
+    try:
+        grid_env.wait_started(proc)
+        client = grid_env.client()
+        wait_for(lambda: len([r for r in trial_runs(client) if r.info.status == "FINISHED"]) >= 2,
+                 GRID_TIMEOUT, 0.5, proc, "2 FINISHED samples", grid_env)
+        os.killpg(proc.pid, signal.SIGINT)
+        if proc.wait(timeout=180) != 130:
+            raise RuntimeError(f"the interrupted search did not exit 130:\n{grid_env.output()[-3000:]}")
+    finally:
+        stop_process_group(proc)
+    done_before = len([r for r in trial_runs(client) if r.info.status == "FINISHED"])
+    if not 1 <= done_before < 4:
+        raise RuntimeError(f"the interrupt came too late to test resume ({done_before} samples finished)")
+
+    resumed = grid_env.run(*TINY_SEARCH, "--resume", timeout=GRID_TIMEOUT)
+    if resumed.returncode != 0:
+        raise RuntimeError(f"the resumed search failed:\n{resumed.stdout[-2000:]}\n{resumed.stderr[-3000:]}")
+    runs = trial_runs(client)
+    if any(r.info.status == "RUNNING" for r in runs) or len(parent_runs(client)) != 1:
+        raise RuntimeError("the resume left a run RUNNING or made a second parent run")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    configs = {tuple(r.data.params[k] for k in SEARCHED) for r in finished}
+    assert len(finished) == 4 and len(configs) == 4, (
+        f"{len(finished)} FINISHED samples of {len(configs)} distinct configs after the resume "
+        f"({done_before} had finished before it)")

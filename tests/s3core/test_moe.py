@@ -190,3 +190,62 @@ def test_keep_ratio_outside_unit_interval_is_refused(p):
         _layer()(torch.randn(1, 2, 16), keep_ratio=p)
     with pytest.raises(ConfigError, match="keep-ratio"):
         S3Config(keep_ratios=(1.0, p)).validate()
+
+
+def _two_layer_model_and_batch():
+    from s3core.data import SyntheticConfig, make_synthetic
+    from s3core.pipeline import build_model
+    from s3core.tensors import standardise, to_tensors
+
+    data = to_tensors(make_synthetic(SyntheticConfig(n_train=64, n_valid=16, n_test=16, seq_len=6, dims=(5, 7),
+                                                     pad_fraction=0.3, seed=4)))
+    cfg = S3Config(d_model=16, n_layers=2, n_heads=2, d_ff=32, chi=4, rho=2, proj_dim=8, keep_ratios=(1.0, 0.5))
+    model = build_model(data, cfg, "s3").eval()
+    # routers with real preferences, so pruning is not decided by near-ties of a fresh init
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("router.weight"):
+                p.normal_(std=1.0)
+    inputs, _ = data["train"].batch(torch.arange(64))
+    return model, standardise(inputs, data), cfg
+
+
+@pytest.mark.parametrize("p", [0.7, 0.3])
+def test_every_block_of_a_two_layer_encoder_prunes(p):
+    model, inputs, cfg = _two_layer_model_and_batch()
+    with torch.no_grad():
+        full, pruned = model(inputs), model(inputs, keep_ratio=p)
+    for m, out in pruned.items():
+        kept = [float(k) for k in out.intermediates["routing"]["kept_fraction"]]
+        assert len(kept) == cfg.n_layers == 2
+        assert kept == pytest.approx([p, p], abs=0.01), (m, kept)      # ceil(p * pairs) / pairs
+        assert [float(k) for k in full[m].intermediates["routing"]["kept_fraction"]] == [1.0, 1.0]
+        assert not torch.equal(out.z, full[m].z), f"{m}: pruning to p = {p} left z unchanged"
+
+
+def _never_pruning(model):
+    """A copy of `model` whose MoE layers ignore keep_ratio: the unpruned model, by construction."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    for module in ref.modules():
+        if isinstance(module, MoEFFN):
+            module.forward = lambda x, token_mask=None, keep_ratio=1.0, _f=module.forward: _f(x, token_mask=token_mask)
+    return ref
+
+
+def test_a_two_layer_model_at_p_one_is_bit_identical_to_the_unpruned_model():
+    """Stage 3 at p = 1 scores exactly the unpruned model (MoE layers that cannot prune), which is
+    also the forward Stages 1-2 train (no keep_ratio argument); p just below 1, which keeps every
+    pair through the pruning path, gives the same z up to summation order."""
+    model, inputs, _ = _two_layer_model_and_batch()
+    with torch.no_grad():
+        unpruned = _never_pruning(model)(inputs, keep_ratio=0.3)
+        training_forward = model(inputs)
+        at_one = model(inputs, keep_ratio=1.0)
+        all_pairs = model(inputs, keep_ratio=1 - 1e-9)
+    for m in unpruned:
+        assert [float(k) for k in at_one[m].intermediates["routing"]["kept_fraction"]] == [1.0, 1.0]
+        assert torch.equal(at_one[m].z, unpruned[m].z), m
+        assert torch.equal(training_forward[m].z, unpruned[m].z), m
+        torch.testing.assert_close(all_pairs[m].z, unpruned[m].z, rtol=1e-5, atol=1e-6)

@@ -73,6 +73,29 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(data):
     assert [r["test_acc"] for r in resumed.curve] == pytest.approx([r["test_acc"] for r in full.curve])
 
 
+def _untimed(rows):
+    """The rows without wall-clock fields (time_s, embed_s), which differ from run to run."""
+    return [{k: v for k, v in r.items() if not (k.startswith("time") or k.endswith("_s"))} for r in rows]
+
+
+@pytest.mark.parametrize("at", [("special", 0), ("select", 0)])
+def test_resume_with_dropout_is_exactly_the_uninterrupted_run(data, at):
+    """Dropout draws from torch's global RNG: a resumed run must continue that stream where the
+    checkpoint left it, not from the freshly seeded one build_model leaves (issue 14, bug 2)."""
+    cfg = TINY.replace(dropout=0.1)
+    saved = {}
+
+    def keep(ev):
+        if (ev.stage, ev.epoch) == at:
+            saved["state"] = copy.deepcopy(checkpoint_state(ev))
+
+    full = run_trial(data, cfg, "s3", on_epoch=keep, progress=False)
+    torch.rand(7)   # the resuming process's RNG is wherever it is
+    resumed = run_trial(data, cfg, "s3", resume=saved["state"], progress=False)
+    assert _untimed(resumed.history) == _untimed(full.history)
+    assert _untimed(resumed.curve) == _untimed(full.curve)
+
+
 def test_resume_after_a_finished_stage_skips_it(data):
     saved = {}
 
@@ -86,12 +109,36 @@ def test_resume_after_a_finished_stage_skips_it(data):
     assert seen == ["select"] * TINY.epochs_select
 
 
+E1, E2 = TINY.epochs_special, TINY.epochs_select
+STAGES = {   # (stage, epoch) of every training epoch, in order; the baselines get S3's E1 + E2 budget
+    "s3": [("special", e) for e in range(E1)] + [("select", e) for e in range(E2)],
+    "s3_no_select": [("special", e) for e in range(E1)],
+    "clip": [("special", e) for e in range(E1 + E2)],
+    "supervised": [("supervised", e) for e in range(E1 + E2)],
+}
+
+
 @pytest.mark.parametrize("method", ["s3", "s3_no_select", "clip", "supervised"])
-def test_every_method_runs_and_summarises(data, method):
-    res = run_trial(data, TINY, method, progress=False)
+def test_every_method_runs_its_stages_and_summarises(data, method):
+    seen = []
+    res = run_trial(data, TINY, method, progress=False, on_epoch=lambda ev: seen.append((ev.stage, ev.epoch)))
+    assert [(h["stage"], h["epoch"]) for h in res.history] == STAGES[method]
+    assert seen == STAGES[method]
     assert res.curve and res.summary["best_keep_ratio"] in [r["keep_ratio"] for r in res.curve]
     if method in ("clip", "supervised"):
         assert res.config["chi"] == 1 and [r["keep_ratio"] for r in res.curve] == [1.0]
+    else:
+        assert [r["keep_ratio"] for r in res.curve] == list(TINY.keep_ratios)
+
+
+def test_no_select_ablation_is_an_s3_model_after_stage_1_only(data):
+    """The ablation the README compares with S3: Stage 1, then straight to Stage 3, same seed."""
+    model = build_model(data, TINY, "s3")
+    stage1 = specialize(model, data, TINY, progress=False)
+    reference = sparsify(model, data, TINY, progress=False)
+    ablation = run_trial(data, TINY, "s3_no_select", progress=False)
+    assert _untimed(ablation.history) == _untimed([{"stage": "special", "epoch": e, **h} for e, h in enumerate(stage1)])
+    assert _untimed(ablation.curve) == _untimed(reference)
 
 
 def test_a_trial_does_not_depend_on_what_ran_before_it_in_the_process(data):
