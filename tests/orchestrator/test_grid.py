@@ -114,7 +114,7 @@ CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 
 
 def _check_curve_values(client, run, download_dir):
-    """What MLflow holds is the trial's curve: at every step round(100 p), each curve metric's value
+    """What MLflow holds is the trial's curve: at every step curve_step(p), each curve metric's value
     is the one in the run's curve/curve.csv (the curve as the trial returned it), and the summary
     metrics are read off that same logged curve (p chosen on validation)."""
     download_dir.mkdir(parents=True)
@@ -126,16 +126,16 @@ def _check_curve_values(client, run, download_dir):
         history = client.get_metric_history(run.info.run_id, name)
         logged[name] = {m.step: m.value for m in history}
         assert len(logged[name]) == len(history) == len(rows), (name, history)
-        assert logged[name] == {round(100 * float(r["keep_ratio"])): float(r[name]) for r in rows}, name
+        assert logged[name] == {L.curve_step(float(r["keep_ratio"])): float(r[name]) for r in rows}, name
     summary = run.data.metrics
     valid = logged["valid_acc"]
     assert summary["best_valid_acc"] == max(valid.values())
-    best_step = round(100 * summary["best_keep_ratio"])
+    best_step = L.curve_step(summary["best_keep_ratio"])
     assert valid[best_step] == max(valid.values())
     assert summary["test_acc_at_best"] == logged["test_acc"][best_step]
     assert summary["test_f1_at_best"] == logged["test_f1"][best_step]
-    assert summary["test_acc_no_prune"] == logged["test_acc"][100]
-    assert summary["valid_acc_no_prune"] == valid[100]
+    assert summary["test_acc_no_prune"] == logged["test_acc"][L.curve_step(1.0)]
+    assert summary["valid_acc_no_prune"] == valid[L.curve_step(1.0)]
 
 
 def _check_store(tmp_path, expect_trials: int, workers: int):
@@ -183,6 +183,7 @@ def _check_store(tmp_path, expect_trials: int, workers: int):
             assert name in run.data.metrics, name
         arts = {a.path for a in client.list_artifacts(run.info.run_id, L.CURVE_ARTIFACT_DIR)}
         assert arts == {"curve/curve.csv", "curve/curve.png"}
+        assert {a.path for a in client.list_artifacts(run.info.run_id, L.MODEL_ARTIFACT_DIR)} == {"model/model.pt"}
         _check_curve_values(client, run, tmp_path / "artifacts" / run.info.run_id)
         if method == "clip":
             assert params["chi"] == "1"   # the dense baseline logs what it really trains

@@ -179,7 +179,7 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
     assert losses == {e: h["loss"] for e, h in enumerate(reference.history)}
     for name in ("valid_acc", "test_acc", "valid_f1", "test_f1"):
         curve = {m.step: m.value for m in client.get_metric_history(victim.info.run_id, name)}
-        assert curve == {round(100 * r["keep_ratio"]): r[name] for r in reference.curve}, name
+        assert curve == {L.curve_step(r["keep_ratio"]): r[name] for r in reference.curve}, name
 
 
 # ------------------------------------------------------------------------------ 2. driver killed
