@@ -96,22 +96,32 @@ def data_fingerprint(bench) -> str:
     return h.hexdigest()[:16]
 
 
-def check_resources(execution: Execution, cluster: dict) -> None:
-    """Fail before any trial waits in PENDING forever for resources the cluster lacks."""
-    need_cpu = execution.workers_per_trial * execution.cpus_per_worker + 0.01
-    need_gpu = execution.workers_per_trial * execution.gpus_per_worker
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if need_gpu > 0 and have_gpu < need_gpu:
-        raise GridError(f"a trial needs {need_gpu:g} GPU but the Ray cluster has {have_gpu:g}; drop "
-                        "--gpus-per-trial (CPU-only works) or connect to a cluster with GPUs")
-    if need_cpu > have_cpu + 1e-9:
-        raise GridError(f"a trial needs {need_cpu:g} CPU ({execution.workers_per_trial} workers x "
-                        f"{execution.cpus_per_worker:g}) but the Ray cluster has {have_cpu:g}; lower "
-                        "--workers-per-trial or --cpus-per-worker")
+def _shape(cluster):
+    """A ClusterShape (orchestrator.resources), or a resources dict read as a single node."""
+    from orchestrator.resources import ClusterShape, shape_from_totals
+    return cluster if isinstance(cluster, ClusterShape) else shape_from_totals(cluster)
 
 
-def plan_execution(args, cluster: dict) -> Execution:
-    have_cpu = cluster.get("CPU", 1.0)
+def check_resources(execution: Execution, cluster) -> None:
+    """Fail before any trial waits in PENDING forever: when no node type the cluster can provide
+    (`cluster`: a ClusterShape, or a resources dict read as one node) could ever hold a trial."""
+    from orchestrator.resources import ResourceError, TrialRequest, check_request
+    request = TrialRequest(execution.workers_per_trial, execution.cpus_per_worker, execution.gpus_per_worker)
+    try:
+        fit = check_request(_shape(cluster), request)
+    except ResourceError as err:
+        raise GridError(str(err)) from None
+    if fit.note:
+        print(f"resources: {fit.note}", flush=True)
+
+
+def plan_execution(args, cluster) -> Execution:
+    """Per-trial resources, fixed (never a share of the live cluster's CPUs), and the trials at
+    once that the cluster holds at its largest. `cluster`: a ClusterShape of the node types the
+    cluster can provide (orchestrator.resources.discover_shape), or a resources dict (one node)."""
+    from orchestrator.resources import (TUNE_FUNCTION_CPUS, ResourceError, TrialRequest, check_request,
+                                        default_cpus_per_worker)
+    shape = _shape(cluster)
     gpus = args.gpus_per_trial or 0.0
     if gpus > 1:
         if gpus != int(gpus):
@@ -123,17 +133,14 @@ def plan_execution(args, cluster: dict) -> Execution:
     if getattr(args, "executor", "train") == "direct" and workers > 1:
         raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
                         f"{workers} workers per trial (DDP)")
-    if args.max_concurrent:
-        concurrent = args.max_concurrent
-    elif gpus_per_worker > 0:
-        concurrent = max(1, int(cluster.get("GPU", 0) / (workers * gpus_per_worker)))
-    else:
-        concurrent = max(1, int(have_cpu // workers))
-    if args.cpus_per_worker:
-        cpus = args.cpus_per_worker
-    else:
-        # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
-        cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
+    # the Train executor's Tune function holds a sliver of CPU besides its workers
+    driver_cpus = TUNE_FUNCTION_CPUS if getattr(args, "executor", "train") == "train" else 0.0
+    cpus = args.cpus_per_worker or default_cpus_per_worker(shape, gpus_per_worker, driver_cpus)
+    try:
+        fit = check_request(shape, TrialRequest(workers, cpus, gpus_per_worker, driver_cpus))
+    except ResourceError as err:
+        raise GridError(str(err)) from None
+    concurrent = args.max_concurrent or fit.concurrent
     storage = args.storage_path or str(Path.cwd().resolve() / "s3_runs")
     return Execution(workers, cpus, gpus_per_worker, concurrent, storage, args.max_failures)
 
@@ -223,8 +230,11 @@ def run(args) -> int:
     elif not ray.is_initialized():
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
                  log_to_driver=False)
-    execution = plan_execution(args, ray.cluster_resources())
-    check_resources(execution, ray.cluster_resources())
+    from orchestrator.resources import discover_shape
+    shape = discover_shape()  # the node types the cluster can provide, not only the live ones
+    print(f"cluster: {shape.describe()}", flush=True)
+    execution = plan_execution(args, shape)
+    check_resources(execution, shape)
 
     gid = grid_id(preset["name"], benchmarks, seeds, {**extra, "__grid__": args.grid or {}},
                   {**preset.get("synthetic", {}), **(args.synthetic or {})}, num_samples,

@@ -234,7 +234,7 @@ def discover_shape() -> ClusterShape:
     if gcs_config is not None and gcs_config.node_group_configs:
         heads = [t for t in shape_from_nodes(nodes).node_types if t.is_head]
         return shape_from_gcs_config(gcs_config, heads[0] if heads else None)
-    return shape_from_nodes(nodes, "the live nodes (no autoscaler config found)")
+    return shape_from_nodes(nodes, "the live nodes; no autoscaler config found")
 
 
 # ----------------------------------------------------------------------------- planning
