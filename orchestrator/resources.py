@@ -196,6 +196,7 @@ def shape_from_gcs_config(cluster_config, head: NodeType | None) -> ClusterShape
 def autoscaler_config_path(gcs_address: str) -> str | None:
     """The `--autoscaling-config` file of the autoscaler (monitor) of the cluster at
     `gcs_address`, when that monitor runs on this machine; None otherwise."""
+    import ray  # noqa: F401 - puts the psutil that Ray vendors on sys.path
     import psutil
 
     for proc in psutil.process_iter(["cmdline"]):
