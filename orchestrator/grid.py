@@ -231,7 +231,8 @@ def run(args) -> int:
         ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False,
                  log_to_driver=False)
     from orchestrator.resources import discover_shape
-    shape = discover_shape()  # the node types the cluster can provide, not only the live ones
+    # the node types the cluster can provide, not only the live ones
+    shape = discover_shape(started_here=not args.ray_address)
     print(f"cluster: {shape.describe()}", flush=True)
     execution = plan_execution(args, shape)
     check_resources(execution, shape)

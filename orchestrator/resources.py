@@ -78,16 +78,29 @@ class ClusterShape:
         node_types: every node type, the head's included.
         max_workers: the cluster's cap on worker nodes of all types together (None: no cap).
         source: where the types were read (shown in messages).
+        complete: False when other node types may exist than those listed (the live nodes of a
+            cluster whose autoscaler config could not be read): then nothing is refused.
     """
 
     node_types: tuple[NodeType, ...]
     max_workers: int | None = None
     source: str = ""
+    complete: bool = True
 
     @property
     def unknown(self) -> tuple[NodeType, ...]:
         """Types whose resources are set only at launch (no decision can be made about them)."""
         return tuple(t for t in self.node_types if t.resources is None and t.max_count > 0)
+
+    def unknown_note(self) -> str:
+        """Why a request that the known types cannot hold is not refused ("" if it would be)."""
+        if self.unknown:
+            return (f"node type(s) {', '.join(t.name for t in self.unknown)} get their resources at launch: "
+                    "not checked before the grid starts")
+        if not self.complete:
+            return (f"only {self.source} are known, and the cluster may start other nodes: not checked "
+                    "before the grid starts")
+        return ""
 
     def describe(self) -> str:
         types = "; ".join(t.describe() for t in self.node_types) or "no node types"
@@ -136,7 +149,7 @@ class Fit:
         hosts: names of the node types that can hold a worker.
         capacity: workers of this request the cluster holds at its largest (known types only).
         concurrent: trials that can run at once at the cluster's largest (>= 1).
-        note: why the answer is partial (types whose resources are set at launch), else "".
+        note: why the request was not judged (ClusterShape.unknown_note), else "".
     """
 
     hosts: tuple[str, ...]
@@ -213,9 +226,15 @@ def autoscaler_config_path(gcs_address: str) -> str | None:
     return None
 
 
-def discover_shape() -> ClusterShape:
+def discover_shape(started_here: bool = False) -> ClusterShape:
     """The node types of the Ray cluster this process is connected to (see the module docstring
-    for the order in which they are looked for)."""
+    for the order in which they are looked for).
+
+    Args:
+        started_here: this process started the Ray instance (a local Ray): its live nodes are all
+            there will be. Otherwise, when no autoscaler config is found, the live nodes are
+            marked incomplete (the cluster may have an autoscaler this process cannot read).
+    """
     import ray
     import yaml
 
@@ -235,7 +254,8 @@ def discover_shape() -> ClusterShape:
     if gcs_config is not None and gcs_config.node_group_configs:
         heads = [t for t in shape_from_nodes(nodes).node_types if t.is_head]
         return shape_from_gcs_config(gcs_config, heads[0] if heads else None)
-    return shape_from_nodes(nodes, "the live nodes; no autoscaler config found")
+    live = shape_from_nodes(nodes, "the live nodes" if started_here else "the live nodes (no autoscaler config found)")
+    return live if started_here else dataclasses.replace(live, complete=False)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -280,8 +300,9 @@ def check_request(shape: ClusterShape, request: TrialRequest) -> Fit:
     """Whether the cluster can ever hold one trial of `request`; how many at once at its largest.
 
     Returns:
-        a Fit; when some node types' resources are set only at launch and the known ones cannot
-        hold the trial, a Fit with capacity 0 and a note (nothing can be decided).
+        a Fit. When the known node types cannot hold the trial but the shape is partial (types
+        whose resources are set at launch, or live nodes of a cluster that may grow), a Fit with
+        a note instead of an error: nothing can be decided, PendingWatchdog catches a real stall.
     Raises:
         ResourceError: no node type holds a worker, or all of them together cannot hold the
             trial's workers at once (or the Tune function's CPU).
@@ -291,14 +312,10 @@ def check_request(shape: ClusterShape, request: TrialRequest) -> Fit:
     bundle = request.worker_bundle()
     hosts = tuple(t.name for t in shape.node_types if t.max_count > 0 and t.fits(bundle) >= 1)
     capacity = worker_capacity(shape, bundle)
-    unknown = shape.unknown
-    note = ""
-    if unknown:
-        note = (f"node type(s) {', '.join(t.name for t in unknown)} get their resources at launch: not "
-                "checked before the grid starts")
+    note = shape.unknown_note()
     if not hosts or capacity < request.workers:
-        if unknown:
-            return Fit(hosts, capacity, 1, note)
+        if note:
+            return Fit(hosts, capacity, max(1, capacity // request.workers), note)
         if not hosts:
             raise ResourceError(
                 f"a trial worker needs {_fmt(bundle)} but no node type of the cluster has that much: "
@@ -310,11 +327,11 @@ def check_request(shape: ClusterShape, request: TrialRequest) -> Fit:
             "the max_workers of a node type in the cluster file")
     if request.driver_cpus > 0:
         driver = {"CPU": request.driver_cpus}
-        if not any(t.max_count > 0 and t.fits(driver) >= 1 for t in shape.node_types) and not unknown:
+        if not any(t.max_count > 0 and t.fits(driver) >= 1 for t in shape.node_types) and not note:
             raise ResourceError(f"the trial's Tune function needs {_fmt(driver)} but no node type has any CPU: "
                                 f"{shape.describe()}; give the head or a worker type some CPU")
     concurrent = max(1, worker_capacity(shape, request.packing_bundle()) // request.workers)
-    return Fit(hosts, capacity, concurrent, note)
+    return Fit(hosts, capacity, concurrent, "")
 
 
 # ----------------------------------------------------------------------------- watchdog

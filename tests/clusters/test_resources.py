@@ -85,6 +85,16 @@ def test_resources_set_at_launch_cannot_be_judged():
     assert check_request(shape, TrialRequest(1, 1.0, 0.5)).hosts == ("gpu",)
 
 
+def test_live_nodes_of_a_cluster_that_may_grow_are_not_refused():
+    # connected to a cluster whose autoscaler config this process cannot read (KubeRay's runs in
+    # another container): its live nodes are not all it can have
+    live = shape_from_nodes([{"NodeID": "h" * 40, "Alive": True, "Resources": {"CPU": 0.0}}])
+    with pytest.raises(ResourceError):
+        check_request(live, TrialRequest(1, 1.0, 1.0))
+    fit = check_request(dataclass_replace(live, complete=False), TrialRequest(1, 1.0, 1.0))
+    assert fit.capacity == 0 and fit.concurrent == 1 and "may start other nodes" in fit.note
+
+
 def test_gpu_yaml_is_read_as_node_types():
     shape = shape_from_cluster_config(yaml.safe_load((CLUSTERS / "gpu.yaml").read_text()), "gpu.yaml")
     head = [t for t in shape.node_types if t.is_head]
