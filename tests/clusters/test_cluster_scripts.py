@@ -133,3 +133,78 @@ def test_ray_stop_passes_the_real_exit_status(tmp_path):
     ran = subprocess.run(["bash", str(shim), "stop"], env=sandbox_env(home), capture_output=True, text=True)
     assert ran.returncode == 3 and time.monotonic() - t0 < 30
     assert not shim.exists()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def other_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback."""
+    import ray  # noqa: F401 - puts the psutil that Ray vendors on sys.path
+    import psutil
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family.name == "AF_INET" and not a.address.startswith("127.")]
+
+
+def reachable(host: str, port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LAUNCHER_FILES)
+def test_head_mlflow_server_proxies_artifacts_on_localhost_only(tmp_path, name):
+    """The file's own MLflow server command (port swapped for a free one): artifacts logged
+    through the server land in its --artifacts-destination and come back through it; nothing
+    listens beyond 127.0.0.1; killing its process group (what ray_shim.sh does) stops it."""
+    import sys
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    config = yaml.safe_load((CLUSTERS / name).read_text())
+    home = tmp_path / "home"
+    (home / "s3_mlflow" / "artifacts").mkdir(parents=True)
+    (home / "s3env" / "bin").mkdir(parents=True)
+    (home / "s3env" / "bin" / "mlflow").symlink_to(Path(sys.executable).parent / "mlflow")
+    port = free_port()
+    start = [c for c in config["head_start_ray_commands"] if 'mlflow" server' in c]
+    assert len(start) == 1
+    started = subprocess.run(["bash", "-c", start[0].replace("5000", str(port))], env=sandbox_env(home),
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    pgid = int((home / "s3_mlflow" / "server.pid").read_text())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240   # a busy 2-core machine takes a while to import MLflow
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (home / "s3_mlflow" / "server.log").read_text()[-3000:]
+                time.sleep(1)
+        client = MlflowClient(tracking_uri=url)
+        run = client.create_run(client.create_experiment("proxied"))
+        client.log_text(run.info.run_id, "curve", "curve/note.txt")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+        stored = list((home / "s3_mlflow" / "artifacts").rglob("note.txt"))
+        assert len(stored) == 1 and stored[0].read_text() == "curve"
+        local = client.download_artifacts(run.info.run_id, "curve/note.txt", str(tmp_path))
+        assert Path(local).read_text() == "curve"
+        for address in other_addresses():
+            assert not reachable(address, port), f"the MLflow server answers on {address}"
+    finally:
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while reachable("127.0.0.1", port):
+        assert time.monotonic() < deadline, "the server outlived its process group's SIGTERM"
+        time.sleep(0.5)
