@@ -278,3 +278,22 @@ def test_rayjob_without_gpu_limits_is_rejected():
 def test_unknown_run_grid_flag_is_rejected():
     with pytest.raises(AssertionError):
         assert_run_grid_args_known(["--preset", "paper", "--no-such-flag", "1"])
+
+
+def test_check_cluster_plans_trials_from_the_node_types(capsys):
+    """`python -m orchestrator.check_cluster FILE --gpus-per-trial G`: the grid's own plan on the
+    file's node types, before any node exists (gpu.yaml has no GPU node at start)."""
+    from orchestrator.check_cluster import main
+
+    assert main([str(CLUSTERS_DIR / "gpu.yaml"), "--gpus-per-trial", "0.25"]) == 0
+    out = capsys.readouterr().out
+    config = load_cluster_file("gpu.yaml")
+    worker = config["available_node_types"]["gpu_worker"]
+    per_node = int(worker["resources"]["GPU"] / 0.25)
+    assert f"at most {per_node * min(worker['max_workers'], config['max_workers'])} trial(s) at once" in out, out
+    assert "GPU: 0.25}" in out
+
+    assert main([str(CLUSTERS_DIR / "gpu.yaml"), "--gpus-per-trial", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "holds at most" in err and "max_workers" in err
