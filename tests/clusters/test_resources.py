@@ -1,4 +1,5 @@
 """orchestrator.resources: planning from the node types a cluster can provide, with fake types."""
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,37 @@ def per_node(node: NodeType, request: TrialRequest) -> int:
 def dataclass_replace(obj, **changes):
     import dataclasses
     return dataclasses.replace(obj, **changes)
+
+
+@pytest.mark.slow
+def test_watchdog_callback_ends_a_tune_run_whose_trials_never_get_resources(tmp_path):
+    """A real Tune run on a local Ray without GPUs: a 1-GPU trial waits forever (Tune only warns);
+    the watchdog's ResourceError ends Tuner.fit() after its timeout instead."""
+    import ray
+    from ray import tune
+
+    from orchestrator.resources import pending_watchdog_callback
+
+    def trainable(config):
+        tune.report({"x": 1})
+
+    ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False)
+    try:
+        # without the watchdog Tune would wait forever; its time budget ends the run (no error) instead
+        tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1, "gpu": 1}),
+                           tune_config=tune.TuneConfig(time_budget_s=90),
+                           run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0,
+                                                     callbacks=[pending_watchdog_callback(5, TrialRequest(1, 1, 1))]))
+        t0 = time.monotonic()
+        with pytest.raises(Exception) as err:
+            tuner.fit()
+        waited = time.monotonic() - t0
+    finally:
+        ray.shutdown()
+    chain = []
+    e = err.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    assert any(isinstance(x, ResourceError) for x in chain), [type(x).__name__ for x in chain]
+    assert 5 <= waited < 120, waited
