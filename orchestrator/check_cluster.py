@@ -1,6 +1,7 @@
 """Validate a Ray cluster file before `ray up` / `kubectl apply` sees it.
 
     python -m orchestrator.check_cluster clusters/gpu.yaml
+    python -m orchestrator.check_cluster clusters/gpu.yaml --gpus-per-trial 0.25   # + the trial plan
 
 Launcher files (gpu.yaml, local.yaml) are checked against Ray's own JSON schema
 (ray/autoscaler/ray-schema.json) and by the prepare/validate pair `ray up` calls; a KubeRay
@@ -166,18 +167,50 @@ def check_file(path: str | Path) -> str:
     return kind
 
 
+def plan_for_file(path: str | Path, args) -> str:
+    """How run_grid.py would plan its trials on the cluster a launcher file describes, from its
+    node types (before any node exists): the grid's own plan_execution on that shape.
+    Raises ClusterConfigError when no node type could ever hold a trial."""
+    import yaml
+
+    from orchestrator.plan import GridError, ResourceRequest, plan_execution
+    from orchestrator.resources import TrialRequest, check_request, shape_from_cluster_config
+
+    shape = shape_from_cluster_config(yaml.safe_load(Path(path).read_text()), str(path))
+    try:
+        ex = plan_execution(ResourceRequest(args.executor, args.gpus_per_trial, args.workers_per_trial,
+                                            args.cpus_per_worker, None, 0, "unused", None, None, None), shape)
+    except GridError as err:
+        raise ClusterConfigError(f"{path}: {err}") from None
+    note = check_request(shape, TrialRequest(ex.workers_per_trial, ex.cpus_per_worker, ex.gpus_per_worker)).note
+    gpu = f", GPU: {ex.gpus_per_worker:g}" if ex.gpus_per_worker else ""
+    return (f"plan: {ex.workers_per_trial} worker(s) x {{CPU: {ex.cpus_per_worker:g}{gpu}}} per trial, at most "
+            f"{ex.max_concurrent} trial(s) at once on {shape.describe()}" + (f"; {note}" if note else ""))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.check_cluster",
-                                     description="Validate Ray cluster files (launcher YAML or KubeRay RayJob).")
+                                     description="Validate Ray cluster files (launcher YAML or KubeRay RayJob); "
+                                                 "with a trial size, also plan the trials from the node types.")
     parser.add_argument("files", nargs="+", metavar="FILE")
+    plan = parser.add_argument_group("plan trials as run_grid.py would (launcher files)")
+    plan.add_argument("--gpus-per-trial", type=float, default=None)
+    plan.add_argument("--workers-per-trial", type=int, default=1)
+    plan.add_argument("--cpus-per-worker", type=float, default=None)
+    plan.add_argument("--executor", default="auto", choices=["auto", "train", "direct"])
     args = parser.parse_args(argv)
+    want_plan = args.gpus_per_trial is not None or args.workers_per_trial != 1 or args.cpus_per_worker
+    trial = argparse.Namespace(gpus_per_trial=args.gpus_per_trial or 0.0, workers_per_trial=args.workers_per_trial,
+                               cpus_per_worker=args.cpus_per_worker, executor=args.executor, max_concurrent=None,
+                               storage_path="unused", max_failures=0)
     for f in args.files:
         try:
             kind = check_file(f)
+            planned = plan_for_file(f, trial) if want_plan and kind == "launcher" else ""
         except ClusterConfigError as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
             return 2
-        print(f"ok: {f} ({kind})", flush=True)
+        print(f"ok: {f} ({kind})" + (f"; {planned}" if planned else ""), flush=True)
     return 0
 
 

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="direct: the trial runs in its Tune function, one reused process for trial after trial (least "
                         "start-up); train: each trial is a Ray Train TorchTrainer (DDP over several workers/GPUs); "
                         "auto: direct for one-worker trials, train for several")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="what trials compute on: auto = cuda when a trial holds a GPU, else cpu; cpu forces the CPU "
+                        "(a simulated cluster's fake GPUs). A GPU that torch cannot use fails the trial in one line")
+    g.add_argument("--pending-timeout", type=float, default=None, metavar="SECONDS",
+                   help="fail the grid when trials wait this long for resources while none runs (an autoscaler "
+                        "that cannot provide the node type); default: wait")
     g.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial (CPU DDP)")
     g.add_argument("--cpus-per-worker", type=float, default=None, help="CPU per Ray Train worker (default: the "
                                                                       "CPUs shared among concurrent trials)")
@@ -115,7 +121,8 @@ def overrides_from_args(args: argparse.Namespace):
         ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, executor=args.executor, workers_per_trial=args.workers_per_trial,
-        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
+        cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, device=args.device,
+        pending_timeout_s=args.pending_timeout)
 
 
 def main(argv=None) -> int:

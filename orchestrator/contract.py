@@ -211,6 +211,7 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> N
     """One trial, the same for every executor: resume from the checkpoint (a finished or failed
     trial reports its end again and computes nothing), run s3core's stages with a checkpoint and
     an EpochReport after every epoch, then finish with the curve or fail once."""
+    from s3core.config import check_device
     from s3core.methods import get_method
     from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
 
@@ -228,6 +229,8 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> N
         executor.report(report, checkpoint_state(ev))
 
     try:
+        # a GPU that torch lists but cannot use fails here, in one line, not deep in a training step
+        check_device(device, probe=True)
         result = run_trial(bench, spec.s3_config(device=device), spec.method, on_epoch=on_epoch, resume=resume,
                            progress=False)
     except application_error_types() as err:

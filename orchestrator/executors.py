@@ -62,7 +62,9 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     spec = TrialSpec.from_config(config)
-    device = str(ray.train.torch.get_device()) if config.get("use_gpu") and torch.cuda.is_available() else "cpu"
+    # the planned device, never a silent fallback: run_trial_body probes it and fails in one line
+    device = str(ray.train.torch.get_device()) if config["device"] == "cuda" and torch.cuda.is_available() \
+        else config["device"]
     torch.set_num_threads(config["threads"])
     bench = ray.get(config["data_ref"][0])       # zero-copy from this node's object store
     run_trial_body(spec, bench, device, TrainWorkerExecutor())
@@ -85,7 +87,8 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec.to_dict(), "data_ref": data_refs["data"][spec.benchmark],
-                           "use_gpu": use_gpu, "threads": worker_threads(execution["cpus_per_worker"])},
+                           "use_gpu": use_gpu, "threads": worker_threads(execution["cpus_per_worker"]),
+                           "device": execution["device"]},
         scaling_config=ray.train.ScalingConfig(num_workers=execution["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
@@ -139,9 +142,8 @@ def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]
     torch.set_num_threads(worker_threads(execution["cpus_per_worker"]))
-    device = "cuda" if execution["gpus_per_worker"] > 0 and torch.cuda.is_available() else "cpu"
     bench = ray.get(data_refs["data"][spec.benchmark][0])
-    run_trial_body(spec, bench, device, DirectExecutor())
+    run_trial_body(spec, bench, execution["device"], DirectExecutor())
 
 
 TRAINABLES = {"train": tune_trial, "direct": tune_trial_direct}

@@ -105,12 +105,19 @@ def run(plan: Plan) -> GridResult:
     elif not ray.is_initialized():
         ray.init(address="local", num_cpus=req.num_cpus, num_gpus=req.num_gpus, include_dashboard=False,
                  log_to_driver=False)
-    execution = plan_execution(req, ray.cluster_resources())
-    check_resources(execution, ray.cluster_resources())
+    from orchestrator.resources import discover_shape
+    # the node types the cluster can provide (its autoscaler's), not only the nodes up right now
+    shape = discover_shape(started_here=not req.ray_address)
+    print(f"cluster: {shape.describe()}", flush=True)
+    execution = plan_execution(req, shape)
+    note = check_resources(execution, shape)
+    if note:
+        print(f"resources: {note}", flush=True)
 
     fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
     gid = plan.grid_id(fingerprints)
-    print(f"resources: {execution.executor} executor, {execution.max_concurrent} concurrent trial(s), "
+    print(f"resources: {execution.executor} executor on {execution.device}, {execution.max_concurrent} concurrent "
+          f"trial(s), "
           f"{execution.workers_per_trial} worker(s) x "
           f"{execution.cpus_per_worker:g} CPU" + (f" + {execution.gpus_per_worker:g} GPU" if execution.gpus_per_worker
                                                   else "") + f"; checkpoints in {execution.storage_path}", flush=True)
@@ -168,6 +175,7 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
                    tune, bench_data, digest: str) -> BenchmarkResult:
     from orchestrator import console
     from orchestrator.report import ReportError, build_report, log_report_to_parent
+    from orchestrator.resources import ResourceError, pending_watchdog_callback
     from orchestrator.tracking import MlflowTrialLogger, log_parent_summary, provenance_tags, trial_runs
 
     tags = {L.TAG_PRESET: plan.preset.name, L.TAG_GRID_ID: gid, **provenance_tags()}
@@ -197,8 +205,11 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
             loggers.append(logger)
             progress = console.ProgressCallback(
                 logger, bench + (f" seed={study.seed}" if isinstance(study, OptunaStudy) else ""))
+            callbacks = [logger, progress]
+            if plan.resources.pending_timeout_s:
+                callbacks.append(pending_watchdog_callback(plan.resources.pending_timeout_s))
             with console.tune_output(plan.tracking.verbose):
-                _tuner(study, plan, tune, trainable, execution, finished, [logger, progress]).fit()
+                _tuner(study, plan, tune, trainable, execution, finished, callbacks).fit()
             existing = logger.existing
             finished = {k: r for k, r in existing.items() if r.info.status == "FINISHED"}
             if logger.done + logger.failed < total:
@@ -206,6 +217,11 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
+    except ResourceError as err:     # the pending watchdog: trials waited for resources, none ran
+        for logger in loggers:
+            logger.close_unfinished("FAILED")
+        client.set_terminated(parent_id, status="FAILED")
+        raise GridError(str(err)) from None
     except BaseException:
         for logger in loggers:
             logger.close_unfinished("FAILED")

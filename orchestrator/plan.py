@@ -63,6 +63,8 @@ class Overrides:
     workers_per_trial: int = 1
     cpus_per_worker: float | None = None
     max_failures: int = 2
+    device: str = "auto"           # auto: cuda for a trial that holds a GPU, else cpu; cpu forces the CPU
+    pending_timeout_s: float | None = None   # fail when trials wait for resources this long with none running
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,8 @@ class ResourceRequest:
     ray_address: str | None
     num_cpus: int | None
     num_gpus: int | None
+    device: str = "auto"
+    pending_timeout_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,7 @@ class Execution:
     max_failures: int
     scope: str = ""                # the MLflow parent run: scopes each trial's Ray Train run and checkpoints
     executor: str = "train"        # train | direct, as resolved from the request
+    device: str = "cpu"            # what each trial computes on, as resolved from the request
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -269,7 +274,9 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     resources = ResourceRequest(o.executor, o.gpus_per_trial or 0.0, o.workers_per_trial, o.cpus_per_worker,
                                 o.max_concurrent, o.max_failures,
                                 o.storage_path or str(Path.cwd().resolve() / "s3_runs"), o.ray_address, o.num_cpus,
-                                o.num_gpus)
+                                o.num_gpus, o.device, o.pending_timeout_s)
+    if resources.device not in ("auto", "cpu", "cuda"):
+        raise GridError(f"--device {resources.device!r}: choose auto, cpu or cuda")
     return Plan(preset=preset, studies=studies,
                 data=DataSettings(benchmarks, o.data_dir, tuple(o.modalities) if o.modalities else None, o.label_rule,
                                   synthetic),
@@ -284,23 +291,32 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
 
 # ---------------------------------------------------------------------------------- resources
 
-def check_resources(execution: Execution, cluster: dict) -> None:
-    """Fail before any trial waits in PENDING forever for resources the cluster lacks."""
-    need_cpu = execution.workers_per_trial * execution.cpus_per_worker + 0.01
-    need_gpu = execution.workers_per_trial * execution.gpus_per_worker
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if need_gpu > 0 and have_gpu < need_gpu:
-        raise GridError(f"a trial needs {need_gpu:g} GPU but the Ray cluster has {have_gpu:g}; drop "
-                        "--gpus-per-trial (CPU-only works) or connect to a cluster with GPUs")
-    if need_cpu > have_cpu + 1e-9:
-        raise GridError(f"a trial needs {need_cpu:g} CPU ({execution.workers_per_trial} workers x "
-                        f"{execution.cpus_per_worker:g}) but the Ray cluster has {have_cpu:g}; lower "
-                        "--workers-per-trial or --cpus-per-worker")
+def _shape(cluster):
+    """A ClusterShape (orchestrator.resources), or a resources dict read as a single node."""
+    from orchestrator.resources import ClusterShape, shape_from_totals
+    return cluster if isinstance(cluster, ClusterShape) else shape_from_totals(cluster)
 
 
-def plan_execution(request: ResourceRequest, cluster: dict) -> Execution:
-    """The per-trial resources and concurrency for `request` on a cluster with `cluster` resources."""
-    have_cpu = cluster.get("CPU", 1.0)
+def check_resources(execution: Execution, cluster) -> str:
+    """Fail before any trial waits in PENDING forever: when no node type the cluster can provide
+    (`cluster`: a ClusterShape, or a resources dict read as one node) could ever hold a trial.
+    Returns a note when the shape is only partly known ('' otherwise)."""
+    from orchestrator.resources import ResourceError, TrialRequest, check_request
+    request = TrialRequest(execution.workers_per_trial, execution.cpus_per_worker, execution.gpus_per_worker)
+    try:
+        return check_request(_shape(cluster), request).note
+    except ResourceError as err:
+        raise GridError(str(err)) from None
+
+
+def plan_execution(request: ResourceRequest, cluster) -> Execution:
+    """Per-trial resources, fixed (never a share of the live cluster's CPUs, which counts the
+    head's), and the trials at once that the cluster holds at its largest. `cluster`: a
+    ClusterShape of the node types the cluster can provide (resources.discover_shape), or a
+    resources dict (one node)."""
+    from orchestrator.resources import (TUNE_FUNCTION_CPUS, ResourceError, TrialRequest, check_request,
+                                        default_cpus_per_worker)
+    shape = _shape(cluster)
     gpus = request.gpus_per_trial or 0.0
     if gpus > 1:
         if gpus != int(gpus):
@@ -313,19 +329,16 @@ def plan_execution(request: ResourceRequest, cluster: dict) -> Execution:
         raise GridError(f"--executor direct runs each trial in a single process; use --executor train for "
                         f"{workers} workers per trial (DDP)")
     executor = request.executor if request.executor != "auto" else ("direct" if workers == 1 else "train")
-    if request.max_concurrent:
-        concurrent = request.max_concurrent
-    elif gpus_per_worker > 0:
-        concurrent = max(1, int(cluster.get("GPU", 0) / (workers * gpus_per_worker)))
-    else:
-        concurrent = max(1, int(have_cpu // workers))
-    if request.cpus_per_worker:
-        cpus = request.cpus_per_worker
-    else:
-        # share the CPUs among the concurrent trials; each trial's Tune function holds 0.01
-        cpus = max(0.01, round((have_cpu / concurrent - 0.01) / workers - 0.005, 2))
-    return Execution(workers, cpus, gpus_per_worker, concurrent, request.storage_path, request.max_failures,
-                     executor=executor)
+    # the Train executor's Tune function holds a sliver of CPU besides its workers
+    driver_cpus = TUNE_FUNCTION_CPUS if executor == "train" else 0.0
+    cpus = request.cpus_per_worker or default_cpus_per_worker(shape, gpus_per_worker, driver_cpus)
+    try:
+        fit = check_request(shape, TrialRequest(workers, cpus, gpus_per_worker, driver_cpus))
+    except ResourceError as err:
+        raise GridError(str(err)) from None
+    device = request.device if request.device != "auto" else ("cuda" if gpus_per_worker > 0 else "cpu")
+    return Execution(workers, cpus, gpus_per_worker, request.max_concurrent or fit.concurrent, request.storage_path,
+                     request.max_failures, executor=executor, device=device)
 
 
 def reuse_actors(executor: str) -> bool:

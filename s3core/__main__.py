@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from s3core.config import ConfigError, S3Config
+from s3core.config import ConfigError, S3Config, check_device
 from s3core.data import BENCHMARKS, DataError, SyntheticConfig, load_benchmark
 from s3core.methods import METHOD_NAMES as METHODS
 from s3core.pipeline import run_trial
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-special", type=int, default=d.epochs_special, help="Stage 1 epochs")
     p.add_argument("--epochs-select", type=int, default=d.epochs_select, help="Stage 2 epochs")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or mps (checked usable before the run)")
     p.add_argument("--keep-ratios", nargs="+", type=float, default=list(d.keep_ratios),
                    help="Stage 3 sweep of p")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
         cfg = S3Config().replace(chi=args.chi, rho=args.rho, batch_size=args.batch_size, seed=args.seed,
                                  epochs_special=args.epochs_special, epochs_select=args.epochs_select,
                                  device=args.device, keep_ratios=args.keep_ratios, **overrides).validate()
+        check_device(cfg.device, probe=True)  # a GPU that is listed but broken fails here, in one line
         synthetic = SyntheticConfig(label=args.synthetic_label, seed=args.seed) \
             if args.benchmark == "synthetic" else None
         t0 = time.perf_counter()

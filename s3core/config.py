@@ -163,6 +163,7 @@ class S3Config:
             raise ConfigError(f"probe_backend must be auto, sklearn or torch, got {self.probe_backend!r}")
         if not self.probe_l2 or any(c < 0 for c in self.probe_l2):
             raise ConfigError(f"probe_l2 must be a non-empty list of numbers >= 0, got {self.probe_l2!r}")
+        check_device(self.device)
         return self
 
 
@@ -170,6 +171,59 @@ def check_keep_ratio(p: float) -> float:
     if not (isinstance(p, (int, float)) and 0 < p <= 1):
         raise ConfigError(f"keep-ratio p must lie in (0, 1], got {p!r}")
     return float(p)
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")   # the devices s3core runs on
+
+
+def check_device(device, probe: bool = False) -> str:
+    """Check that `device` names a device this machine can run s3core on.
+
+    validate() calls it without `probe` (cheap: torch's own availability checks). Trial code calls
+    it with `probe=True` at trial start: that also runs a tiny op on the device, which catches a GPU
+    that torch lists but cannot use (a broken driver, a CUDA build the driver is too old for), so a
+    trial fails at once with one line instead of deep inside its first training step.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N" or "mps" (a str or a torch.device).
+        probe: also run a tiny op on the device.
+    Returns:
+        `device` as a str.
+    Raises:
+        ConfigError: one line naming the device and the fix.
+    """
+    import torch
+
+    name = str(device)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} is not a device name; use cpu, cuda, cuda:N or mps") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"device {name!r}: s3core runs on {', '.join(DEVICE_TYPES)} only; use one of those")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a build without CUDA"
+            raise ConfigError(f"device {name!r}, but torch sees no usable CUDA GPU on this machine (torch "
+                              f"{torch.__version__}, {built}); use device cpu, or install a CUDA build of torch "
+                              "and a working NVIDIA driver")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {name!r}, but this machine has {count} CUDA device(s): use cuda:0 to "
+                              f"cuda:{count - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}, but torch sees no usable MPS device on this machine; use device cpu")
+    if probe and dev.type != "cpu":
+        try:
+            total = (torch.arange(4, device=dev, dtype=torch.float32) * 2).sum().item()
+        except Exception as err:  # any failure of the device itself, whatever torch raises for it
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise ConfigError(f"device {name!r} is listed but unusable ({reason}); fix the GPU (driver, "
+                              "CUDA build of torch) or run on device cpu") from None
+        if total != 12.0:
+            raise ConfigError(f"device {name!r} computed 2*(0+1+2+3) = {total}, not 12; the GPU is faulty: "
+                              "fix it or run on device cpu")
+    return name
 
 
 def _check_power_of_two(name: str, v) -> None:
@@ -182,4 +236,4 @@ def config_fields() -> tuple[str, ...]:
 
 
 __all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "KEEP_RATIO_RESOLUTION", "check_keep_ratio",
-           "config_fields"]
+           "check_device", "config_fields"]

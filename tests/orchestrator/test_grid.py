@@ -332,3 +332,24 @@ def test_a_rerun_without_resume_recomputes_under_new_code(tmp_path, grid_runner,
             assert len(losses) == int(run.data.params["epochs_special"]), (commit, run.info.run_name)
         seen[commit] = {r.info.run_id for r in runs}
     assert not seen["a" * 40] & seen["b" * 40]
+
+
+@pytest.mark.slow
+def test_a_gpu_torch_cannot_use_fails_its_trials_in_one_line_and_the_grid_ends(tmp_path, grid_runner):
+    """Issue 11.3: Ray advertises a GPU (--num-gpus 1) that torch cannot use (no CUDA here, as on a
+    node with a broken driver). Each trial fails at once with one line naming the cause, no trial
+    hangs, the grid ends with exit 1, and each run says which device it was given."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU")
+    proc = grid_runner(tmp_path, "--preset", "smoke", "--gpus-per-trial", "1", "--num-gpus", "1", timeout=400)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("s3-synthetic")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
+    assert len(runs) == 2 and all(r.info.status == "FAILED" for r in runs)
+    for run in runs:
+        reason = run.data.tags[L.TAG_FAILURE]
+        assert "ConfigError" in reason and "no usable CUDA GPU" in reason, reason
+        assert "\n" not in reason
+    assert "FAILED" in proc.stdout and "Traceback" not in proc.stdout
