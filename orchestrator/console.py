@@ -14,8 +14,9 @@ per-trial tracebacks, which the one-line failure points to.
 
 On a terminal the live view is one status line redrawn in place. When stdout is not a terminal
 (piped to a file, `ray submit`'s remote console) it is a plain line, printed when a view begins,
-then when something changed and STATUS_EVERY_S passed, and at least every HEARTBEAT_S; nothing
-written to a non-terminal carries a control character (ESC, carriage return).
+then when a trial has started since the last one and STATUS_EVERY_S passed (a trial that ends has
+its own line), and at least every HEARTBEAT_S; nothing written to a non-terminal carries a
+control character (ESC, carriage return).
 
 How the grid uses it:
     with console.session(args.verbose, console.driver_log_path(args.storage_path)):   # cli.main
@@ -506,8 +507,8 @@ class ProgressCallback(Callback):
             work += max(0.0, mean - (wall - started)) if started is not None else mean
         return work / self._slots
 
-    def view(self, trials) -> tuple[str, tuple]:
-        """(status text, what it shows apart from the clock)."""
+    def view(self, trials) -> tuple[str, int]:
+        """(status text, the key Console.status compares: the number of trials started)."""
         now = self.console.clock()
         if self._t0 is None:
             self._t0 = now
@@ -532,7 +533,8 @@ class ProgressCallback(Callback):
                 shown.append(self._name(t) + (f" ({duration(wall - started)})" if started is not None else ""))
             more = len(running) - RUNNING_SHOWN
             text += " | running: " + "; ".join(shown) + (f"; +{more} more" if more > 0 else "")
-        key = (lg.done, lg.failed, pending, tuple(sorted(t.trial_id for t in running)))
+        # what counts as news for a log: a trial started (an ended one has its own line already)
+        key = len(lg.started)
         return text, key
 
 
