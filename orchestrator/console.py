@@ -14,8 +14,9 @@ per-trial tracebacks, which the one-line failure points to.
 
 On a terminal the live view is one status line redrawn in place. When stdout is not a terminal
 (piped to a file, `ray submit`'s remote console) it is a plain line, printed when a view begins,
-then when something changed and STATUS_EVERY_S passed, and at least every HEARTBEAT_S; nothing
-written to a non-terminal carries a control character (ESC, carriage return).
+then when a trial has started since the last one and STATUS_EVERY_S passed (a trial that ends has
+its own line), and at least every HEARTBEAT_S; nothing written to a non-terminal carries a
+control character (ESC, carriage return).
 
 How the grid uses it:
     with console.session(args.verbose, console.driver_log_path(args.storage_path)):   # cli.main

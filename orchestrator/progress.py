@@ -116,8 +116,8 @@ class ProgressCallback(Callback):
             work += max(0.0, mean - (wall - started)) if started is not None else mean
         return work / self._slots
 
-    def view(self, trials) -> tuple[str, tuple]:
-        """(status text, what it shows apart from the clock)."""
+    def view(self, trials) -> tuple[str, int]:
+        """(status text, the key Console.status compares: the number of trials started)."""
         now = self.console.clock()
         if self._t0 is None:
             self._t0 = now
@@ -142,7 +142,8 @@ class ProgressCallback(Callback):
                 shown.append(self._name(t) + (f" ({duration(wall - started)})" if started is not None else ""))
             more = len(running) - RUNNING_SHOWN
             text += " | running: " + "; ".join(shown) + (f"; +{more} more" if more > 0 else "")
-        key = (lg.done, lg.failed, pending, tuple(sorted(t.trial_id for t in running)))
+        # what counts as news for a log: a trial started (an ended one has its own line already)
+        key = len(lg.started)
         return text, key
 
 

@@ -138,6 +138,16 @@ def test_progress_counts_names_and_time_left_from_the_logger_and_tunes_trials():
     lg.done, wall.t = 4, 1035.0 + 90          # only c is left, 90 s into its 100
     assert "[synthetic] 4/6 done, 1 running, 1 failed, 0 pending | 1m40s elapsed, < 1m left | running:" \
         in cb.view(trials)[0]
+    # off a terminal, a trial that ends is no news (its own line said it); one that starts is
+    out.seek(0), out.truncate()
+    clock.t = 100 + C.STATUS_EVERY_S
+    lg.done, trials[2].status = 5, "TERMINATED"
+    cb.on_trial_complete(iteration=7, trials=trials, trial=trials[2])
+    assert out.getvalue() == ""
+    trials.append(FakeTrial("d", "RUNNING", chi=4))
+    lg.started["d"] = wall.t
+    cb.on_trial_start(iteration=8, trials=trials, trial=trials[3])
+    assert out.getvalue().startswith("[synthetic] 5/6 done, 1 running, 1 failed, 0 pending")
 
 
 def test_a_broken_view_never_stops_the_grid(caplog):
