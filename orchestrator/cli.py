@@ -41,10 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark(s): synthetic, mosi, mosei, urfunny, mustard, arrays (default: the preset's)")
     g.add_argument("--data-dir", default=None, help="folder with the MultiBench .pkl files, or the .npz / Arrow "
                                                      "folder for 'arrays'")
-    g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: vision audio "
-                                                                 "text; default all)")
-    g.add_argument("--label-rule", default=None, help="MultiBench label rule: positive (y>0), nonnegative (y>=0), "
-                                                      "binary (default: the benchmark's)")
+    g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: default vision "
+                                                                 "text, the paper's; 'all' adds audio)")
+    g.add_argument("--label-rule", default=None, help="MultiBench label rule: nonnegative (y>=0, the paper's), "
+                                                      "positive (y>0), binary (default: the benchmark's)")
+    g.add_argument("--source-file", default=None, help="MultiBench: which file to read, e.g. mosi_data.pkl "
+                                                       "(default: the benchmark's first file; never a fallback)")
+    g.add_argument("--alignment", default=None, help="MultiBench: text_start (default, MultiBench's aligned "
+                                                     "mode) or nonzero (each modality masks its own zero steps)")
     g.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
     g.add_argument("--set", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
                    help="override S3Config fields for every trial, e.g. --set epochs_select=5 tau=0.07")

@@ -173,11 +173,10 @@ def load_data(benchmarks, args, preset) -> dict:
             if name == "synthetic" else None
         t0 = time.perf_counter()
         out[name] = load_benchmark(name, data_dir=args.data_dir, modalities=args.modalities,
-                                   label_rule=args.label_rule, synthetic=synthetic)
-        b = out[name]
-        print(f"loaded {name}: {len(b['train'])}/{len(b['valid'])}/{len(b['test'])} samples, modalities "
-              + ", ".join(f"{m} {b.seq_lens[m]}x{b.dims[m]}" for m in b.modalities)
-              + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
+                                   label_rule=args.label_rule, synthetic=synthetic,
+                                   source_file=getattr(args, "source_file", None),
+                                   alignment=getattr(args, "alignment", None))
+        print(f"loaded {out[name].describe()} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return out
 
 
