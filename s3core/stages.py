@@ -27,7 +27,8 @@ from s3core.config import S3Config
 from s3core.encoder import S3Model, is_router_param, set_trainable
 from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
 from s3core.probe import linear_probe
-from s3core.tensors import BenchmarkTensors, augment, embed, shuffled_batches, standardise
+from s3core.pruning import fit_thresholds, thresholds_applied
+from s3core.tensors import BenchmarkTensors, augment, embed, eval_order, shuffled_batches, standardise
 
 
 class DivergenceError(RuntimeError):
@@ -95,8 +96,8 @@ def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen)
 def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
     """A cheap p = 1 probe (one L2 value) for per-epoch progress; the real choice is in sparsify."""
     ac = autocast_for(cfg)
-    tr = embed(model, data, "train", 1.0, cfg.eval_batch_size, ac)[:2]
-    va = embed(model, data, "valid", 1.0, cfg.eval_batch_size, ac)[:2]
+    tr = embed(model, data, "train", 1.0, cfg.eval_rows, ac)[:2]
+    va = embed(model, data, "valid", 1.0, cfg.eval_rows, ac)[:2]
     return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50,
                         backend=cfg.probe_backend).valid_acc
 
@@ -191,22 +192,50 @@ def select(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[
         set_trainable(model, lambda name: True)
 
 
+def embed_splits(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratio: float) -> tuple[dict, dict]:
+    """Stage 3's embeddings of train/valid/test at keep-ratio p, under cfg.prune_scope.
+
+    - 'batch' (the paper's): each MoE layer keeps the top p of the pairs of each evaluation batch:
+      batches of cfg.eval_rows (the trial's batch size unless eval_batch_size is set) in the order
+      `eval_order(n, cfg.seed, split)`, the same for every p.
+    - 'threshold': per MoE layer, the gate threshold keeping p of train's pairs (fit_thresholds),
+      applied to every token alone; batches are padded to one shape, so a sample's embedding does
+      not depend on its batch, to the last bit.
+    At p = 1 nothing is pruned in either scope: no threshold is fitted, no pair is dropped.
+
+    Returns ({split: (features, labels, kept_fraction)}, extra columns for the curve row).
+    """
+    ac = autocast_for(cfg)
+    splits = ("train", "valid", "test")
+    if cfg.prune_scope == "threshold":
+        thresholds = fit_thresholds(model, data, keep_ratio, cfg.eval_rows, ac) if keep_ratio < 1.0 else {}
+        with thresholds_applied(model, thresholds):
+            out = {s: embed(model, data, s, 1.0, cfg.eval_rows, ac, pad=True) for s in splits}
+        return out, {"thresholds": thresholds}
+    out = {s: embed(model, data, s, keep_ratio, cfg.eval_rows, ac, order=eval_order(len(data[s]), cfg.seed, s))
+           for s in splits}
+    return out, {}
+
+
 def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
              progress: bool = True) -> list[dict]:
-    """Stage 3: for each keep-ratio p, embed every split with pruning p and fit the linear probe
-    (L2 chosen on valid). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
-    the chosen l2, the kept fraction of routing pairs, and the seconds spent embedding."""
+    """Stage 3: for each keep-ratio p, embed every split with pruning p (embed_splits) and fit
+    the linear probe (cfg.probe). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
+    the probe's l2 and whether it converged, the kept fraction of the test split's routing
+    pairs, the seconds spent embedding and, in the 'threshold' scope, the fitted thresholds."""
     keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
-    ac = autocast_for(cfg)
     curve = []
     for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):
         t0 = time.perf_counter()
-        tr, va, te = (embed(model, data, s, p, cfg.eval_batch_size, ac) for s in ("train", "valid", "test"))
+        emb, extra = embed_splits(model, data, cfg, float(p))
+        tr, va, te = emb["train"], emb["valid"], emb["test"]
         embed_s = time.perf_counter() - t0
-        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend)
+        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend,
+                           max_iter=cfg.probe_max_iter, kind=cfg.probe)
         curve.append({"keep_ratio": float(p), "valid_acc": res.valid_acc, "test_acc": res.test_acc,
                       "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
-                      "kept_fraction": te[2], "embed_s": embed_s})
+                      "probe_converged": res.converged, "probe_iters": res.n_iter,
+                      "kept_fraction": te[2], "embed_s": embed_s, **extra})
     return curve
 
 
