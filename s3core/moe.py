@@ -222,6 +222,8 @@ class MoEFFN(nn.Module):
         self.prune_threshold: float | None = None
         self.gate_recorder: list | None = None
         self.row_stable: bool = False
+        # data parallel training (s3core/distributed.py): sums the routing statistics over workers
+        self.stat_reducer = None
 
     def reset_parameters(self) -> None:
         # nn.Linear's default init, per expert
@@ -303,19 +305,26 @@ class MoEFFN(nn.Module):
         return MoEOutput(out.reshape(B, T, D), aux_loss, aux_parts, expert_load, kept_fraction)
 
     def _aux_parts(self, router_probs: Tensor, expert_idx: Tensor, N: int):
+        """L_aux's parts from batch sums (expert counts, router probabilities, per-token entropies,
+        tokens); with `stat_reducer` set, the sums are over every worker's share of the batch."""
         E = self.cfg.num_experts
-        if N == 0:
-            zero = router_probs.new_zeros(())
-            return ({"load_balance": zero, "local_entropy": zero, "global_entropy": zero},
-                    router_probs.new_zeros(E))
         counts = torch.bincount(expert_idx.reshape(-1), minlength=E).to(router_probs.dtype)
-        expert_load = counts / counts.sum()                              # f_i
-        mean_prob = router_probs.mean(0)                                 # P_i
+        token_entropy = -(router_probs * router_probs.clamp_min(1e-9).log()).sum(-1)       # (N,)
+        sums = torch.cat([router_probs.sum(0), token_entropy.sum().reshape(1),
+                          router_probs.new_full((1,), float(N))])
+        if self.stat_reducer is not None:
+            # one collective per layer, whatever N (every worker must join it)
+            counts = self.stat_reducer(counts)
+            sums = self.stat_reducer(sums)
+        # no token anywhere: every sum is 0, and the clamps make every part 0 (no host sync to test it)
+        prob_sum, entropy_sum, n_tokens = sums[:E], sums[E], sums[E + 1].clamp_min(1.0)
+        expert_load = counts / counts.sum().clamp_min(1.0)               # f_i
+        mean_prob = prob_sum / n_tokens                                  # P_i
         log_e = math.log(E) if E > 1 else 1.0
         # Switch/GShard balance: E * sum_i f_i P_i, = 1 when uniform
         load_balance = E * (expert_load * mean_prob).sum()
         # entropies normalised by log E, so they lie in [0, 1] whatever chi and rho are
-        local_entropy = -(router_probs * router_probs.clamp_min(1e-9).log()).sum(-1).mean() / log_e
+        local_entropy = entropy_sum / n_tokens / log_e
         global_entropy = -(mean_prob * mean_prob.clamp_min(1e-9).log()).sum() / log_e
         return ({"load_balance": load_balance, "local_entropy": local_entropy,
                  "global_entropy": global_entropy}, expert_load.detach())

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from s3core.config import S3Config
+from s3core.distributed import all_reduce_grads, batch_wide_routing_stats, gather_batch, local_share, rank_world
 from s3core.encoder import S3Model, is_router_param, set_trainable
 from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
 from s3core.probe import linear_probe
@@ -67,14 +68,23 @@ def _routing_means(outs) -> dict[str, torch.Tensor]:
     return stats
 
 
+def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
+    return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
+
+
 def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 1's loss on one batch: returns (total, parts)."""
+    """Stage 1's loss on the batch `idx`: returns (total, parts).
+
+    With several workers (s3core/distributed.py) each draws the views of the whole batch (the
+    same random numbers as one process), forwards its own share, and computes the loss of the
+    whole batch from the gathered embeddings."""
     inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
     view1 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
     view2 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
-    out1, out2 = model(view1), model(view2)
-    z1 = {m: o.z for m, o in out1.items()}
-    z2 = {m: o.z for m, o in out2.items()}
+    out1, out2 = model(_share(view1, rows)), model(_share(view2, rows))
+    z1 = {m: gather_batch(o.z, sizes) for m, o in out1.items()}
+    z2 = {m: gather_batch(o.z, sizes) for m, o in out2.items()}
     rep = intra_modal_info_nce(z1, z2, cfg.tau)
     dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
     aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
@@ -83,10 +93,12 @@ def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen
 
 
 def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point)."""
+    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point);
+    the whole batch's loss on every worker, as in special_loss."""
     inputs, labels = data["train"].batch(idx)
-    outs = model(standardise(inputs, data))
-    z = {m: o.z for m, o in outs.items()}
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    z = {m: gather_batch(o.z, sizes) for m, o in outs.items()}
     suff = supcon_loss(z, labels, cfg.tau)
     mini = compactness_loss(z, labels, data.num_classes)
     total = cfg.lambda_suff * suff + cfg.lambda_min * mini
@@ -122,16 +134,15 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         sums: dict[str, torch.Tensor] = {}
         batches = shuffled_batches(len(data["train"]), cfg.batch_size,
                                    epoch_generator(cfg.seed, stage + "/order", epoch, "cpu"), device)
-        rank, world = _dist_rank_world()
+        _, world = rank_world()
         for idx in batches:
-            if world > 1:
-                idx = idx[rank::world]     # data parallel: each worker takes its share of the batch
-            with ac() if ac else contextlib.nullcontext():
+            # data parallel: the loss forwards this worker's share and sees the whole batch
+            with ac() if ac else contextlib.nullcontext(), batch_wide_routing_stats(model):
                 loss, parts = loss_fn(model, data, cfg, idx, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
-                _all_reduce_grads(params, world)
+                all_reduce_grads(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             # accumulate on the device: one host sync per epoch, not per step
@@ -150,27 +161,6 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         if on_epoch is not None:
             on_epoch(EpochEnd(stage, epoch, metrics, model, opt))
     return history
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
-    """Average gradients over workers in one flat all-reduce. Done by hand rather than with DDP:
-    Stage 2 freezes all but the routers, which DDP's fixed buckets do not allow. Contrastive
-    negatives stay local to each worker's share of the batch."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
 
 
 def specialize(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
@@ -245,8 +235,11 @@ def choose_on_valid(curve: list[dict]) -> dict:
 
 
 def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """The supervised upper bound: cross-entropy of a linear head on [z_1, ..., z_M]."""
+    """The supervised upper bound: cross-entropy of a linear head on [z_1, ..., z_M]. The head runs
+    on this worker's share before the gather, so its gradient, too, comes from this share alone."""
     inputs, labels = data["train"].batch(idx)
-    outs = model(standardise(inputs, data))
-    logits = model.sup_head(torch.cat([outs[m].z for m in data.modalities], 1))
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    head = model.module.sup_head if hasattr(model, "module") else model.sup_head
+    logits = gather_batch(head(torch.cat([outs[m].z for m in data.modalities], 1)), sizes)
     return F.cross_entropy(logits, labels), {}
