@@ -51,10 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark(s): synthetic, mosi, mosei, urfunny, mustard, arrays (default: the preset's)")
     g.add_argument("--data-dir", default=None, help="folder with the MultiBench .pkl files, or the .npz / Arrow "
                                                      "folder for 'arrays'")
-    g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: vision audio "
-                                                                 "text; default all)")
-    g.add_argument("--label-rule", default=None, help="MultiBench label rule: positive (y>0), nonnegative (y>=0), "
-                                                      "binary (default: the benchmark's)")
+    g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: default vision "
+                                                                 "text, the paper's; 'all' adds audio)")
+    g.add_argument("--label-rule", default=None, help="MultiBench label rule: nonnegative (y>=0, the paper's), "
+                                                      "positive (y>0), binary (default: the benchmark's)")
+    g.add_argument("--source-file", default=None, help="MultiBench: which file to read, e.g. mosi_data.pkl "
+                                                       "(default: the benchmark's first file; never a fallback)")
+    g.add_argument("--alignment", default=None, help="MultiBench: text_start (default, MultiBench's aligned "
+                                                     "mode) or nonzero (each modality masks its own zero steps)")
     g.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the preset's)")
     g.add_argument("--set", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
                    help="override S3Config fields for every trial, e.g. --set epochs_select=5 tau=0.07")
@@ -113,7 +117,8 @@ def overrides_from_args(args: argparse.Namespace):
 
     return Overrides(
         benchmarks=tup(args.benchmark), data_dir=args.data_dir, modalities=tup(args.modalities),
-        label_rule=args.label_rule, seeds=tup(args.seeds), set=dict(args.set or {}), grid=dict(args.grid or {}),
+        label_rule=args.label_rule, source_file=args.source_file, alignment=args.alignment, seeds=tup(args.seeds),
+        set=dict(args.set or {}), grid=dict(args.grid or {}),
         synthetic=dict(args.synthetic or {}), epochs=args.epochs, num_samples=args.num_samples,
         seed_search=args.seed_search, tracking_uri=args.tracking_uri, experiment=args.experiment,
         report_dir=args.report_dir, storage_path=args.storage_path, resume=args.resume, verbose=args.verbose,

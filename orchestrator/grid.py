@@ -73,10 +73,9 @@ def load_data(plan: Plan) -> dict:
         synthetic = SyntheticConfig(**plan.data.synthetic) if name == "synthetic" else None
         t0 = time.perf_counter()
         out[name] = b = load_benchmark(name, data_dir=plan.data.data_dir, modalities=plan.data.modalities,
-                                       label_rule=plan.data.label_rule, synthetic=synthetic)
-        print(f"loaded {name}: {len(b['train'])}/{len(b['valid'])}/{len(b['test'])} samples, modalities "
-              + ", ".join(f"{m} {b.seq_lens[m]}x{b.dims[m]}" for m in b.modalities)
-              + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
+                                       label_rule=plan.data.label_rule, synthetic=synthetic,
+                                       source_file=plan.data.source_file, alignment=plan.data.alignment)
+        print(f"loaded {b.describe()} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return out
 
 
@@ -201,7 +200,8 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
             total = _remaining(study, finished)
             if total == 0:
                 continue
-            logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total)
+            protocol = {f"protocol.{k}": v for k, v in (getattr(bench_data, "meta", {}) or {}).get("protocol", {}).items()}
+            logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total, extra_params=protocol)
             loggers.append(logger)
             progress = console.ProgressCallback(
                 logger, bench + (f" seed={study.seed}" if isinstance(study, OptunaStudy) else ""))

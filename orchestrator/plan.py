@@ -41,6 +41,8 @@ class Overrides:
     data_dir: str | None = None
     modalities: tuple[str, ...] | None = None
     label_rule: str | None = None
+    source_file: str | None = None     # MultiBench: the file to read when not the benchmark's own
+    alignment: str | None = None       # MultiBench: text_start (default) | nonzero
     seeds: tuple[int, ...] | None = None
     set: dict = dataclasses.field(default_factory=dict)        # S3Config fields for every trial
     grid: dict = dataclasses.field(default_factory=dict)       # S3Config field -> values, replacing the preset's
@@ -74,6 +76,8 @@ class DataSettings:
     modalities: tuple[str, ...] | None
     label_rule: str | None
     synthetic: dict                # the preset's synthetic overrides merged with the user's
+    source_file: str | None = None
+    alignment: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +283,7 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
         raise GridError(f"--device {resources.device!r}: choose auto, cpu or cuda")
     return Plan(preset=preset, studies=studies,
                 data=DataSettings(benchmarks, o.data_dir, tuple(o.modalities) if o.modalities else None, o.label_rule,
-                                  synthetic),
+                                  synthetic, o.source_file, o.alignment),
                 resources=resources,
                 tracking=TrackingSettings(o.tracking_uri or default_tracking_uri(), o.experiment, o.report_dir,
                                           o.resume, o.verbose),

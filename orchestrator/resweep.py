@@ -46,7 +46,8 @@ def _load_data(settings: dict, benchmark: str, data_dir: str | None):
 
     synthetic = SyntheticConfig(**(value("synthetic") or {})) if benchmark == "synthetic" else None
     return load_benchmark(benchmark, data_dir=data_dir or value("data_dir"), modalities=value("modalities"),
-                          label_rule=value("label_rule"), synthetic=synthetic)
+                          label_rule=value("label_rule"), synthetic=synthetic, source_file=value("source_file"),
+                          alignment=value("alignment"))
 
 
 def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, device: str = "cpu",

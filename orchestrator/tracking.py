@@ -160,11 +160,12 @@ class MlflowTrialLogger(Callback):
         experiment_id, parent_run_id: where child runs go.
         existing: trial_key -> run from a previous invocation (resume): reused, never duplicated.
         tags: extra tags for every child run (preset, code version).
+        extra_params: params for every child run besides its config (the data protocol).
         total: number of trials this invocation runs (for the progress lines).
     """
 
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, existing: dict,
-                 tags: dict, total: int, printer=print):
+                 tags: dict, total: int, printer=print, extra_params: dict | None = None):
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -174,6 +175,7 @@ class MlflowTrialLogger(Callback):
         self.done = 0
         self.failed = 0
         self.print = printer
+        self.extra_params = dict(extra_params or {})  # e.g. the data protocol (label rule, file, ...)
         self.run_of: dict[str, str] = {}              # Tune trial id -> MLflow run id
         self.logged: dict[str, set] = {}              # run id -> {(metric key, step)}
         self.started: dict[str, float] = {}
@@ -205,7 +207,7 @@ class MlflowTrialLogger(Callback):
             cfg = get_method(spec.method).config(spec.s3_config())  # what the method really trains with
             # the device is a tag set when the trial ends (the one it really used), not a config param
             params = {**{k: v for k, v in cfg.to_dict().items() if k != "device"}, "method": spec.method,
-                      "benchmark": spec.benchmark, "preset": spec.preset}
+                      "benchmark": spec.benchmark, "preset": spec.preset, **self.extra_params}
             tags = {**self.tags, L.TAG_PARENT: self.parent_run_id, L.TAG_ROLE: L.ROLE_TRIAL,
                     L.TAG_TRIAL_KEY: key, L.TAG_METHOD: spec.method, L.TAG_BENCHMARK: spec.benchmark,
                     L.TAG_SEED: str(spec.seed), L.TAG_PRESET: spec.preset, "mlflow.runName": spec.short(),

@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "benchmark and print linear-probe accuracy against the keep-ratio p.")
     p.add_argument("--benchmark", default="synthetic", choices=BENCHMARKS)
     p.add_argument("--data-dir", default=None, help="MultiBench .pkl folder, or the .npz / Arrow folder for 'arrays'")
-    p.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (default: all)")
-    p.add_argument("--label-rule", default=None, help="MultiBench label rule: positive, nonnegative or binary")
+    p.add_argument("--modalities", nargs="+", default=None,
+                   help="subset of modalities (default: all; MultiBench: vision text, 'all' adds audio)")
+    p.add_argument("--label-rule", default=None,
+                   help="MultiBench label rule: nonnegative (y>=0, default for MOSI/MOSEI), positive (y>0), binary")
+    p.add_argument("--source-file", default=None,
+                   help="MultiBench: which file to read, e.g. mosi_data.pkl (default: the benchmark's first file)")
+    p.add_argument("--alignment", default=None,
+                   help="MultiBench: text_start (default, MultiBench's aligned mode) or nonzero (per-modality mask)")
     p.add_argument("--synthetic-label", default="unique", choices=["shared", "unique", "mixed"],
                    help="synthetic benchmark: which latent factors the label depends on")
     p.add_argument("--method", default="s3", choices=METHODS,
@@ -69,10 +75,9 @@ def main(argv=None) -> int:
             if args.benchmark == "synthetic" else None
         t0 = time.perf_counter()
         bench = load_benchmark(args.benchmark, data_dir=args.data_dir, modalities=args.modalities,
-                               label_rule=args.label_rule, synthetic=synthetic)
-        print(f"{bench.name}: {len(bench['train'])}/{len(bench['valid'])}/{len(bench['test'])} samples, "
-              + ", ".join(f"{m} {bench.seq_lens[m]}x{bench.dims[m]}" for m in bench.modalities)
-              + f" (loaded in {time.perf_counter() - t0:.1f}s)", flush=True)
+                               label_rule=args.label_rule, synthetic=synthetic, source_file=args.source_file,
+                               alignment=args.alignment)
+        print(f"{bench.describe()} (loaded in {time.perf_counter() - t0:.1f}s)", flush=True)
         result = run_trial(bench, cfg, args.method, progress=not args.quiet)
     except (ConfigError, DataError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

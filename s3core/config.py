@@ -13,6 +13,8 @@ DEFAULT_KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 # step (p in per mille), so a finer p could not come back exactly and is refused instead.
 KEEP_RATIO_RESOLUTION = 1000
 DISPATCHES = ("auto", "fused", "grouped_mm", "loop")
+PRUNE_SCOPES = ("batch", "threshold")
+PROBES = ("tuned", "factorcl")
 
 
 class ConfigError(ValueError):
@@ -104,13 +106,22 @@ class S3Config:
     seed: int = 0
     # --- Stage 3 + evaluation ---
     keep_ratios: tuple[float, ...] = DEFAULT_KEEP_RATIOS
-    eval_batch_size: int = 256      # pruning is per batch, so eval results depend on this: fixed
+    eval_batch_size: int | None = None  # rows per evaluation forward; None = batch_size. With
+                                    # prune_scope='batch' it is the pruning batch (the paper's: the
+                                    # trial's batch size); with 'threshold' only speed/memory
     probe_l2: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)  # chosen on the validation split
     epoch_probe: bool = True        # a cheap p=1 validation probe after every epoch (for Tune)
     probe_backend: str = "auto"     # auto (scikit-learn if installed) | sklearn | torch
     # --- execution ---
     device: str = "cpu"
     bf16: bool = False              # bf16 autocast on CUDA
+    # --- the evaluation protocol (docs/METHOD_NOTES.md: Stage 3, Evaluation) ---
+    prune_scope: str = "batch"      # batch: top-p of each evaluation batch's pairs (the paper's),
+                                    # batches of eval_batch_size in a seeded order | threshold: per
+                                    # layer, the gate cut-off keeping p of train's pairs, per token
+    probe: str = "tuned"            # tuned: standardised [z], L2 chosen on valid from probe_l2 |
+                                    # factorcl: FactorCL's probe, LogisticRegression(C=1) on raw [z]
+    probe_max_iter: int = 1000      # L-BFGS iterations; the curve records probe_converged per p
 
     def moe(self) -> MoEConfig:
         return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
@@ -129,13 +140,26 @@ class S3Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def eval_rows(self) -> int:
+        """Rows per evaluation forward: eval_batch_size, or the trial's batch_size when None."""
+        return self.batch_size if self.eval_batch_size is None else self.eval_batch_size
+
     def validate(self) -> "S3Config":
         self.moe().validate()
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("n_layers", "proj_dim", "batch_size", "eval_batch_size"):
+        for name in ("n_layers", "proj_dim", "batch_size", "probe_max_iter"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int)
+                                                 or self.eval_batch_size < 1):
+            raise ConfigError(f"eval_batch_size must be a positive integer or None (= batch_size), got "
+                              f"{self.eval_batch_size!r}")
+        if self.prune_scope not in PRUNE_SCOPES:
+            raise ConfigError(f"prune_scope must be one of {', '.join(PRUNE_SCOPES)}, got {self.prune_scope!r}")
+        if self.probe not in PROBES:
+            raise ConfigError(f"probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
         for name in ("epochs_special", "epochs_select"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
@@ -235,5 +259,5 @@ def config_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(S3Config))
 
 
-__all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "KEEP_RATIO_RESOLUTION", "check_keep_ratio",
-           "check_device", "config_fields"]
+__all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "KEEP_RATIO_RESOLUTION", "PRUNE_SCOPES",
+           "PROBES", "check_keep_ratio", "check_device", "config_fields"]

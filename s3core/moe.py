@@ -14,6 +14,15 @@ Dispatch (MoEConfig.dispatch): the chosen (token, expert) pairs are sorted by ex
 - "loop": the plain per-expert Python loop under autograd (the slow reference).
 "auto" picks "fused" on the CPU and "grouped_mm" on CUDA when available. Pruned pairs are removed
 before dispatch, so a keep-ratio p < 1 saves compute, not only a mask.
+
+Stage 3 sets three attributes of the layer (s3core/pruning.py does it for a whole model):
+- `prune_threshold`: keep exactly the pairs whose gate is >= this value, token by token (the
+  'threshold' prune scope), instead of the top fraction of the batch's pairs;
+- `gate_recorder`: a list the layer appends (gates, batch row of each pair's token) to, for every
+  chosen pair (fitting the threshold);
+- `row_stable`: compute every token's output in fixed 64-row products (`row_stable_matmul`) and
+  sum its k expert outputs in a fixed order, so a token's result does not depend on which other
+  tokens share the batch, to the last bit. Evaluation only (no autograd).
 """
 from __future__ import annotations
 
@@ -33,6 +42,30 @@ class MoEOutput(NamedTuple):
     aux_parts: dict[str, Tensor]   # raw scalars: load_balance, local_entropy, global_entropy
     expert_load: Tensor            # (E,) fraction of chosen pairs sent to each expert (pre-pruning)
     kept_fraction: Tensor          # scalar: pairs computed / pairs chosen (= p up to rounding)
+
+
+ROW_BLOCK = 64  # rows per product on the row-stable path
+
+
+def row_stable_matmul(x: Tensor, w: Tensor) -> Tensor:
+    """x (n, K) @ w (K, H) with every row computed inside a (ROW_BLOCK, K) x (K, H) product.
+
+    BLAS picks other kernels for a handful of rows: on this CPU a 1-row or 7-row product differs
+    in the last bits from the same rows inside a 64-row one. With every block the same shape, a
+    row's result depends on that row alone. Returns (n_padded, H): n rounded up to ROW_BLOCK; the
+    caller keeps the padded rows through its element-wise ops (so their vectorised loops have no
+    tail handled by other code) and slices at the end.
+    """
+    n, K = x.shape
+    pad = (-n) % ROW_BLOCK
+    if pad or n == 0:
+        x = F.pad(x, (0, 0, 0, pad if n else ROW_BLOCK))
+    blocks = x.view(-1, ROW_BLOCK, K)
+    return torch.bmm(blocks, w.to(x.dtype).expand(blocks.shape[0], K, w.shape[1])).reshape(-1, w.shape[1])
+
+
+def _pad_rows(t: Tensor, rows: int) -> Tensor:
+    return t if t.shape[0] == rows else F.pad(t, (0, 0) * (t.dim() - 1) + (0, rows - t.shape[0]))
 
 
 def num_kept(num_pairs: int, keep_ratio: float) -> int:
@@ -185,6 +218,12 @@ class MoEFFN(nn.Module):
         self.w2 = nn.Parameter(torch.empty(E, H, D))
         self.b2 = nn.Parameter(torch.empty(E, D))
         self.reset_parameters()
+        # Stage 3 state (module docstring); plain attributes, never saved in the state dict
+        self.prune_threshold: float | None = None
+        self.gate_recorder: list | None = None
+        self.row_stable: bool = False
+        # data parallel training (s3core/distributed.py): sums the routing statistics over workers
+        self.stat_reducer = None
 
     def reset_parameters(self) -> None:
         # nn.Linear's default init, per expert
@@ -202,11 +241,14 @@ class MoEFFN(nn.Module):
             token_mask: (B, T) bool, True for real tokens. Padding tokens are not routed and
                 get a zero MoE output (the residual path carries them).
             keep_ratio: p in (0, 1]: keep the fraction p of this batch's routing pairs with the
-                highest router scores; p = 1.0 is the unpruned layer, exactly.
+                highest router scores; p = 1.0 is the unpruned layer, exactly. Must be 1.0 while
+                `prune_threshold` is set (the two scopes exclude each other).
         Returns:
             MoEOutput.
         """
         check_keep_ratio(keep_ratio)
+        if self.prune_threshold is not None and keep_ratio < 1.0:
+            raise ValueError("keep_ratio < 1 with prune_threshold set: prune per batch or per token, not both")
         B, T, D = x.shape
         cfg = self.cfg
         k = cfg.k
@@ -219,8 +261,13 @@ class MoEFFN(nn.Module):
             tokens = flat
         N = tokens.shape[0]
 
-        router_logits = self.router(tokens)                              # (N, E)
-        router_probs = router_logits.float().softmax(dim=-1)             # (N, E)
+        row_stable = self.row_stable and not torch.is_grad_enabled()
+        if row_stable:
+            router_logits = row_stable_matmul(tokens, self.router.weight.t())  # (N padded, E)
+            router_probs = router_logits.float().softmax(dim=-1)[:N]
+        else:
+            router_logits = self.router(tokens)                          # (N, E)
+            router_probs = router_logits.float().softmax(dim=-1)         # (N, E)
         gate, expert_idx = router_probs.topk(k, dim=-1)                  # (N, k) each
 
         aux_parts, expert_load = self._aux_parts(router_probs, expert_idx, N)
@@ -231,13 +278,26 @@ class MoEFFN(nn.Module):
         pair_gate = gate.reshape(-1)                                     # (N*k,)
         pair_expert = expert_idx.reshape(-1)                             # (N*k,)
         pair_token = torch.arange(N, device=x.device).repeat_interleave(k)
+        pair_slot = torch.arange(N * k, device=x.device)                 # (token, j-th choice) as token*k + j
         num_pairs = pair_gate.shape[0]
-        if keep_ratio < 1.0 and num_pairs > 0:
+        if self.gate_recorder is not None:
+            # each pair's gate and the batch row (sample) of its token, so padding rows can be left out
+            token_pos = token_idx if token_idx is not None else torch.arange(N, device=x.device)
+            self.gate_recorder.append((pair_gate.detach().float(), (token_pos // T).repeat_interleave(k)))
+        keep = None
+        if self.prune_threshold is not None:
+            keep = (pair_gate.detach() >= self.prune_threshold).nonzero().squeeze(1)  # token by token
+        elif keep_ratio < 1.0 and num_pairs > 0:
             keep = top_pairs(pair_gate.detach(), num_kept(num_pairs, keep_ratio))
-            pair_gate, pair_expert, pair_token = pair_gate[keep], pair_expert[keep], pair_token[keep]
+        if keep is not None:
+            pair_gate, pair_expert, pair_token, pair_slot = (pair_gate[keep], pair_expert[keep], pair_token[keep],
+                                                             pair_slot[keep])
         kept_fraction = torch.tensor(pair_gate.shape[0] / max(num_pairs, 1))
 
-        expert_out = self._dispatch(tokens, pair_gate, pair_expert, pair_token)  # (N, D)
+        if row_stable:
+            expert_out = self._dispatch_row_stable(tokens, pair_gate, pair_expert, pair_token, pair_slot)
+        else:
+            expert_out = self._dispatch(tokens, pair_gate, pair_expert, pair_token)  # (N, D)
         if token_idx is not None:
             out = flat.new_zeros(B * T, D).index_copy(0, token_idx, expert_out)
         else:
@@ -245,19 +305,26 @@ class MoEFFN(nn.Module):
         return MoEOutput(out.reshape(B, T, D), aux_loss, aux_parts, expert_load, kept_fraction)
 
     def _aux_parts(self, router_probs: Tensor, expert_idx: Tensor, N: int):
+        """L_aux's parts from batch sums (expert counts, router probabilities, per-token entropies,
+        tokens); with `stat_reducer` set, the sums are over every worker's share of the batch."""
         E = self.cfg.num_experts
-        if N == 0:
-            zero = router_probs.new_zeros(())
-            return ({"load_balance": zero, "local_entropy": zero, "global_entropy": zero},
-                    router_probs.new_zeros(E))
         counts = torch.bincount(expert_idx.reshape(-1), minlength=E).to(router_probs.dtype)
-        expert_load = counts / counts.sum()                              # f_i
-        mean_prob = router_probs.mean(0)                                 # P_i
+        token_entropy = -(router_probs * router_probs.clamp_min(1e-9).log()).sum(-1)       # (N,)
+        sums = torch.cat([router_probs.sum(0), token_entropy.sum().reshape(1),
+                          router_probs.new_full((1,), float(N))])
+        if self.stat_reducer is not None:
+            # one collective per layer, whatever N (every worker must join it)
+            counts = self.stat_reducer(counts)
+            sums = self.stat_reducer(sums)
+        # no token anywhere: every sum is 0, and the clamps make every part 0 (no host sync to test it)
+        prob_sum, entropy_sum, n_tokens = sums[:E], sums[E], sums[E + 1].clamp_min(1.0)
+        expert_load = counts / counts.sum().clamp_min(1.0)               # f_i
+        mean_prob = prob_sum / n_tokens                                  # P_i
         log_e = math.log(E) if E > 1 else 1.0
         # Switch/GShard balance: E * sum_i f_i P_i, = 1 when uniform
         load_balance = E * (expert_load * mean_prob).sum()
         # entropies normalised by log E, so they lie in [0, 1] whatever chi and rho are
-        local_entropy = -(router_probs * router_probs.clamp_min(1e-9).log()).sum(-1).mean() / log_e
+        local_entropy = entropy_sum / n_tokens / log_e
         global_entropy = -(mean_prob * mean_prob.clamp_min(1e-9).log()).sum() / log_e
         return ({"load_balance": load_balance, "local_entropy": local_entropy,
                  "global_entropy": global_entropy}, expert_load.detach())
@@ -292,6 +359,31 @@ class MoEFFN(nn.Module):
             y = self._loop_experts(xs, counts, sorted_expert)
         y = y * pair_gate[order].unsqueeze(1).to(y.dtype)
         return tokens.new_zeros(tokens.shape, dtype=y.dtype).index_add(0, sorted_token, y).to(tokens.dtype)
+
+    def _dispatch_row_stable(self, tokens: Tensor, pair_gate: Tensor, pair_expert: Tensor, pair_token: Tensor,
+                             pair_slot: Tensor) -> Tensor:
+        """`_dispatch` computed so that a token's output depends on that token alone, bit for bit:
+        every product is a fixed-shape block (row_stable_matmul), element-wise ops run on padded
+        blocks, and a token's k expert outputs are summed in its top-k order from an (N, k, D)
+        buffer instead of scattered (index_add_ on CUDA adds in no fixed order). Returns (N, D)."""
+        N, D = tokens.shape
+        k = self.cfg.k
+        E = self.cfg.num_experts
+        order = pair_expert.argsort(stable=True)
+        counts = torch.bincount(pair_expert, minlength=E).tolist()
+        buf = tokens.new_zeros(N * k, D)
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                sl = order[start:start + n]
+                xe = tokens.index_select(0, pair_token[sl])                         # (n, D)
+                rows = n + (-n) % ROW_BLOCK
+                g = _pad_rows(pair_gate[sl].to(tokens.dtype).unsqueeze(1), rows)   # (rows, 1)
+                h = F.gelu(row_stable_matmul(xe, self.w1[e]) + self.b1[e].to(tokens.dtype))   # (rows, H)
+                y = row_stable_matmul(h * g, self.w2[e]) + g * self.b2[e].to(tokens.dtype)     # (rows, D)
+                buf[pair_slot[sl]] = y[:n]
+            start += n
+        return buf.view(N, k, D).sum(1)
 
     def _loop_experts(self, xs: Tensor, counts: Tensor, sorted_expert: Tensor) -> Tensor:
         """Reference dispatch: one Python iteration per expert (not per token)."""

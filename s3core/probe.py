@@ -1,6 +1,13 @@
-"""Linear probe: multinomial logistic regression on frozen embeddings, full-batch L-BFGS.
+"""Linear probe: logistic regression on frozen embeddings, full-batch L-BFGS.
 
-The L2 strength is chosen on the validation split; test is only ever read, never used to choose.
+Two probes (S3Config.probe):
+- 'tuned' (default): on train-standardised features, the L2 strength chosen on the validation
+  split from a grid; test is only ever read, never used to choose.
+- 'factorcl': FactorCL's probe (pliang279/FactorCL, Multibench/multibench_example.ipynb:
+  `LogisticRegression(max_iter=200).fit(train_embeds, train_labels)`): scikit-learn's default
+  C = 1 on the raw embeddings, nothing chosen on validation, so a number compares like for like.
+Both iterate up to `max_iter` and report whether the solver converged; a fit that did not is
+recorded (ProbeResult.converged), never silently taken for a converged one.
 """
 from __future__ import annotations
 
@@ -17,8 +24,10 @@ class ProbeResult:
     test_acc: float
     valid_f1: float          # macro-F1: some benchmarks are unbalanced
     test_f1: float
-    l2: float                # the validation-chosen regularisation
+    l2: float                # the regularisation used (tuned: chosen on valid; factorcl: C = 1 as 1 / n)
     train_acc: float
+    converged: bool = True   # the solver stopped on its tolerance, not on max_iter
+    n_iter: int = 0          # iterations of the fit whose numbers are reported
 
 
 def accuracy(pred: Tensor, labels: Tensor) -> float:
@@ -38,7 +47,9 @@ def macro_f1(pred: Tensor, labels: Tensor, num_classes: int) -> float:
     return float(sum(scores) / len(scores)) if scores else 0.0
 
 
-def _fit(x: Tensor, y: Tensor, num_classes: int, l2: float, init: Tensor | None, max_iter: int) -> Tensor:
+def _fit(x: Tensor, y: Tensor, num_classes: int, l2: float, init: Tensor | None,
+         max_iter: int) -> tuple[Tensor, int]:
+    """Minimise mean cross-entropy + l2/2 ||W||^2 (bias unpenalised); returns (W (d+1, C), iterations)."""
     n, d = x.shape
     w = (init.clone() if init is not None else x.new_zeros(d + 1, num_classes)).requires_grad_(True)
     xb = torch.cat([x, x.new_ones(n, 1)], 1)                             # (n, d+1) with bias column
@@ -52,7 +63,11 @@ def _fit(x: Tensor, y: Tensor, num_classes: int, l2: float, init: Tensor | None,
         return loss
 
     opt.step(closure)
-    return w.detach()
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    n_iter, evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+    # stopped on a tolerance, not on the iteration or function-evaluation budget: report fewer
+    # iterations than max_iter only then (the caller reads n_iter < max_iter as converged)
+    return w.detach(), n_iter if (n_iter < max_iter and evals < opt.defaults["max_eval"]) else max_iter
 
 
 def _predict(w: Tensor, x: Tensor) -> Tensor:
@@ -68,35 +83,46 @@ def _sklearn_available() -> bool:
 
 
 def linear_probe(train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                 num_classes: int, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 100,
-                 backend: str = "auto") -> ProbeResult:
-    """Fit on train for each L2 strength, keep the best on valid, report valid and test there.
+                 num_classes: int, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 1000,
+                 backend: str = "auto", kind: str = "tuned") -> ProbeResult:
+    """Fit on train, report valid and test.
 
-    The objective is mean cross-entropy + l2/2 * ||W||^2 (bias unpenalised) on train-standardised
-    features, whichever backend solves it.
+    kind='tuned': for each L2 strength, minimise mean cross-entropy + l2/2 * ||W||^2 (bias
+    unpenalised) on train-standardised features, keep the best on valid. kind='factorcl':
+    FactorCL's probe, C = 1 on the raw features (l2 = 1 / n_train in the same units); l2_grid unused.
 
     Args:
         train, valid, test: (features (N, d), labels (N,)) on the CPU or any device.
         num_classes: C. l2_grid: candidate L2 strengths (largest first is fastest: warm starts).
+        max_iter: L-BFGS iterations per fit; `converged` says whether the reported fit stopped before.
         backend: "sklearn" (scikit-learn's lbfgs; measured 2.4-16x faster at our sizes, see
             bench/RESULTS.md), "torch" (full-batch L-BFGS in float64), or "auto" (sklearn if installed).
+        kind: 'tuned' or 'factorcl'.
     Returns:
         ProbeResult. Ties on validation accuracy go to the stronger regularisation.
     """
+    if kind not in ("tuned", "factorcl"):
+        raise ValueError(f"probe kind must be tuned or factorcl, got {kind!r}")
     if backend == "auto":
         backend = "sklearn" if _sklearn_available() else "torch"
     if backend == "sklearn":
+        if kind == "factorcl":
+            return _sklearn_factorcl_probe(train, valid, test, num_classes, max_iter)
         return _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter)
     if backend != "torch":
         raise ValueError(f"probe backend must be auto, sklearn or torch, got {backend!r}")
     x_tr = train[0].detach().double()
-    mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
+    if kind == "factorcl":
+        mean, std = torch.zeros_like(x_tr[0]), torch.ones_like(x_tr[0])   # raw embeddings
+        l2_grid = (1.0 / len(x_tr),)                                        # C = 1
+    else:
+        mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
     norm = lambda x: (x.detach().double() - mean) / std  # noqa: E731 - standardise with train stats
     x_tr, x_va, x_te = norm(train[0]), norm(valid[0]), norm(test[0])
     y_tr, y_va, y_te = train[1].long(), valid[1].long(), test[1].long()
     best, best_key, w = None, None, None
     for l2 in sorted(l2_grid, reverse=True):
-        w = _fit(x_tr, y_tr, num_classes, float(l2), w, max_iter)
+        w, n_iter = _fit(x_tr, y_tr, num_classes, float(l2), w, max_iter)
         va_pred = _predict(w, x_va)
         key = (accuracy(va_pred, y_va), macro_f1(va_pred, y_va, num_classes))
         if best_key is None or key > best_key:
@@ -104,15 +130,13 @@ def linear_probe(train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], tes
             best_key = key
             best = ProbeResult(valid_acc=key[0], test_acc=accuracy(te_pred, y_te), valid_f1=key[1],
                                test_f1=macro_f1(te_pred, y_te, num_classes), l2=float(l2),
-                               train_acc=accuracy(_predict(w, x_tr), y_tr))
+                               train_acc=accuracy(_predict(w, x_tr), y_tr), converged=n_iter < max_iter,
+                               n_iter=n_iter)
     return best
 
 
 def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeResult:
-    import warnings
-
     import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     def np_(t):
@@ -128,9 +152,7 @@ def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeR
     for l2 in sorted(l2_grid, reverse=True):
         # sklearn minimises 1/2 ||w||^2 + C * sum(loss): C = 1 / (n * l2) gives our mean-loss objective
         clf.set_params(C=1.0 / (n * max(float(l2), 1e-12)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(x_tr, y_tr.numpy())
+        n_iter = _sklearn_fit(clf, x_tr, y_tr.numpy())
         va_pred = torch.from_numpy(clf.predict(x_va))
         key = (accuracy(va_pred, y_va), macro_f1(va_pred, y_va, num_classes))
         if best_key is None or key > best_key:
@@ -138,5 +160,38 @@ def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeR
             best_key = key
             best = ProbeResult(valid_acc=key[0], test_acc=accuracy(te_pred, y_te), valid_f1=key[1],
                                test_f1=macro_f1(te_pred, y_te, num_classes), l2=float(l2),
-                               train_acc=accuracy(torch.from_numpy(clf.predict(x_tr)), y_tr))
+                               train_acc=accuracy(torch.from_numpy(clf.predict(x_tr)), y_tr),
+                               converged=n_iter < max_iter, n_iter=n_iter)
     return best
+
+
+def _sklearn_fit(clf, x, y) -> int:
+    """Fit; the iterations used (a fit that stops at max_iter is reported by the caller, so the
+    warning itself is not needed)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    return int(max(clf.n_iter_))
+
+
+def _sklearn_factorcl_probe(train, valid, test, num_classes, max_iter) -> ProbeResult:
+    """FactorCL's probe: LogisticRegression with scikit-learn's defaults (C = 1, tol 1e-4, lbfgs)
+    on the raw embeddings, fitted once on train."""
+    from sklearn.linear_model import LogisticRegression
+
+    def np_(t):
+        return t.detach().cpu().double().numpy()
+
+    x_tr, x_va, x_te = np_(train[0]), np_(valid[0]), np_(test[0])
+    y_tr, y_va, y_te = (t.detach().cpu().long() for t in (train[1], valid[1], test[1]))
+    clf = LogisticRegression(C=1.0, max_iter=max_iter)
+    n_iter = _sklearn_fit(clf, x_tr, y_tr.numpy())
+    va_pred, te_pred = torch.from_numpy(clf.predict(x_va)), torch.from_numpy(clf.predict(x_te))
+    return ProbeResult(valid_acc=accuracy(va_pred, y_va), test_acc=accuracy(te_pred, y_te),
+                       valid_f1=macro_f1(va_pred, y_va, num_classes), test_f1=macro_f1(te_pred, y_te, num_classes),
+                       l2=1.0 / len(x_tr), train_acc=accuracy(torch.from_numpy(clf.predict(x_tr)), y_tr),
+                       converged=n_iter < max_iter, n_iter=n_iter)

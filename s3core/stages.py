@@ -24,10 +24,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from s3core.config import S3Config
+from s3core.distributed import all_reduce_grads, batch_wide_routing_stats, gather_batch, local_share, rank_world
 from s3core.encoder import S3Model, is_router_param, set_trainable
 from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
 from s3core.probe import linear_probe
-from s3core.tensors import BenchmarkTensors, augment, embed, shuffled_batches, standardise
+from s3core.pruning import fit_thresholds, thresholds_applied
+from s3core.tensors import BenchmarkTensors, augment, embed, eval_order, shuffled_batches, standardise
 
 
 class DivergenceError(RuntimeError):
@@ -66,14 +68,23 @@ def _routing_means(outs) -> dict[str, torch.Tensor]:
     return stats
 
 
+def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
+    return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
+
+
 def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 1's loss on one batch: returns (total, parts)."""
+    """Stage 1's loss on the batch `idx`: returns (total, parts).
+
+    With several workers (s3core/distributed.py) each draws the views of the whole batch (the
+    same random numbers as one process), forwards its own share, and computes the loss of the
+    whole batch from the gathered embeddings."""
     inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
     view1 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
     view2 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
-    out1, out2 = model(view1), model(view2)
-    z1 = {m: o.z for m, o in out1.items()}
-    z2 = {m: o.z for m, o in out2.items()}
+    out1, out2 = model(_share(view1, rows)), model(_share(view2, rows))
+    z1 = {m: gather_batch(o.z, sizes) for m, o in out1.items()}
+    z2 = {m: gather_batch(o.z, sizes) for m, o in out2.items()}
     rep = intra_modal_info_nce(z1, z2, cfg.tau)
     dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
     aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
@@ -82,10 +93,12 @@ def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen
 
 
 def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point)."""
+    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point);
+    the whole batch's loss on every worker, as in special_loss."""
     inputs, labels = data["train"].batch(idx)
-    outs = model(standardise(inputs, data))
-    z = {m: o.z for m, o in outs.items()}
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    z = {m: gather_batch(o.z, sizes) for m, o in outs.items()}
     suff = supcon_loss(z, labels, cfg.tau)
     mini = compactness_loss(z, labels, data.num_classes)
     total = cfg.lambda_suff * suff + cfg.lambda_min * mini
@@ -95,8 +108,8 @@ def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen)
 def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
     """A cheap p = 1 probe (one L2 value) for per-epoch progress; the real choice is in sparsify."""
     ac = autocast_for(cfg)
-    tr = embed(model, data, "train", 1.0, cfg.eval_batch_size, ac)[:2]
-    va = embed(model, data, "valid", 1.0, cfg.eval_batch_size, ac)[:2]
+    tr = embed(model, data, "train", 1.0, cfg.eval_rows, ac)[:2]
+    va = embed(model, data, "valid", 1.0, cfg.eval_rows, ac)[:2]
     return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50,
                         backend=cfg.probe_backend).valid_acc
 
@@ -121,16 +134,15 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         sums: dict[str, torch.Tensor] = {}
         batches = shuffled_batches(len(data["train"]), cfg.batch_size,
                                    epoch_generator(cfg.seed, stage + "/order", epoch, "cpu"), device)
-        rank, world = _dist_rank_world()
+        _, world = rank_world()
         for idx in batches:
-            if world > 1:
-                idx = idx[rank::world]     # data parallel: each worker takes its share of the batch
-            with ac() if ac else contextlib.nullcontext():
+            # data parallel: the loss forwards this worker's share and sees the whole batch
+            with ac() if ac else contextlib.nullcontext(), batch_wide_routing_stats(model):
                 loss, parts = loss_fn(model, data, cfg, idx, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
-                _all_reduce_grads(params, world)
+                all_reduce_grads(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             # accumulate on the device: one host sync per epoch, not per step
@@ -149,27 +161,6 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         if on_epoch is not None:
             on_epoch(EpochEnd(stage, epoch, metrics, model, opt))
     return history
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_grads(params: list[nn.Parameter], world: int) -> None:
-    """Average gradients over workers in one flat all-reduce. Done by hand rather than with DDP:
-    Stage 2 freezes all but the routers, which DDP's fixed buckets do not allow. Contrastive
-    negatives stay local to each worker's share of the batch."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
 
 
 @dataclass(frozen=True)
@@ -199,10 +190,13 @@ def _every_param(name: str) -> bool:
 
 
 def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """The supervised control: cross-entropy of the model's task head on [z_1, ..., z_M]."""
+    """The supervised control: cross-entropy of the model's task head on [z_1, ..., z_M]. The head
+    runs on this worker's share before the gather, so its gradient, too, comes from this share alone."""
     inputs, labels = data["train"].batch(idx)
-    outs = model(standardise(inputs, data))
-    logits = model.task_head(torch.cat([outs[m].z for m in data.modalities], 1))
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    head = model.module.task_head if hasattr(model, "module") else model.task_head
+    logits = gather_batch(head(torch.cat([outs[m].z for m in data.modalities], 1)), sizes)
     return F.cross_entropy(logits, labels), {}
 
 
@@ -233,22 +227,50 @@ def select(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[
     return run_stage(SELECTION, model, data, cfg, **kw)
 
 
+def embed_splits(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratio: float) -> tuple[dict, dict]:
+    """Stage 3's embeddings of train/valid/test at keep-ratio p, under cfg.prune_scope.
+
+    - 'batch' (the paper's): each MoE layer keeps the top p of the pairs of each evaluation batch:
+      batches of cfg.eval_rows (the trial's batch size unless eval_batch_size is set) in the order
+      `eval_order(n, cfg.seed, split)`, the same for every p.
+    - 'threshold': per MoE layer, the gate threshold keeping p of train's pairs (fit_thresholds),
+      applied to every token alone; batches are padded to one shape, so a sample's embedding does
+      not depend on its batch, to the last bit.
+    At p = 1 nothing is pruned in either scope: no threshold is fitted, no pair is dropped.
+
+    Returns ({split: (features, labels, kept_fraction)}, extra columns for the curve row).
+    """
+    ac = autocast_for(cfg)
+    splits = ("train", "valid", "test")
+    if cfg.prune_scope == "threshold":
+        thresholds = fit_thresholds(model, data, keep_ratio, cfg.eval_rows, ac) if keep_ratio < 1.0 else {}
+        with thresholds_applied(model, thresholds):
+            out = {s: embed(model, data, s, 1.0, cfg.eval_rows, ac, pad=True) for s in splits}
+        return out, {"thresholds": thresholds}
+    out = {s: embed(model, data, s, keep_ratio, cfg.eval_rows, ac, order=eval_order(len(data[s]), cfg.seed, s))
+           for s in splits}
+    return out, {}
+
+
 def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
              progress: bool = True) -> list[dict]:
-    """Stage 3: for each keep-ratio p, embed every split with pruning p and fit the linear probe
-    (L2 chosen on valid). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
-    the chosen l2, the kept fraction of routing pairs, and the seconds spent embedding."""
+    """Stage 3: for each keep-ratio p, embed every split with pruning p (embed_splits) and fit
+    the linear probe (cfg.probe). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
+    the probe's l2 and whether it converged, the kept fraction of the test split's routing
+    pairs, the seconds spent embedding and, in the 'threshold' scope, the fitted thresholds."""
     keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
-    ac = autocast_for(cfg)
     curve = []
     for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):
         t0 = time.perf_counter()
-        tr, va, te = (embed(model, data, s, p, cfg.eval_batch_size, ac) for s in ("train", "valid", "test"))
+        emb, extra = embed_splits(model, data, cfg, float(p))
+        tr, va, te = emb["train"], emb["valid"], emb["test"]
         embed_s = time.perf_counter() - t0
-        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend)
+        res = linear_probe(tr[:2], va[:2], te[:2], data.num_classes, l2_grid=cfg.probe_l2, backend=cfg.probe_backend,
+                           max_iter=cfg.probe_max_iter, kind=cfg.probe)
         curve.append({"keep_ratio": float(p), "valid_acc": res.valid_acc, "test_acc": res.test_acc,
                       "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
-                      "kept_fraction": te[2], "embed_s": embed_s})
+                      "probe_converged": res.converged, "probe_iters": res.n_iter,
+                      "kept_fraction": te[2], "embed_s": embed_s, **extra})
     return curve
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from s3core.data.base import Benchmark
+from s3core.pruning import row_stable
 
 
 @dataclass
@@ -75,10 +77,6 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
     return batches
 
 
-def ordered_batches(n: int, batch_size: int, device) -> list[Tensor]:
-    return list(torch.arange(n, device=device).split(batch_size))
-
-
 def augment(inputs: dict[str, tuple[Tensor, Tensor]], std: dict[str, Tensor], noise: float,
             step_drop: float, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
     """One view for L_rep (our choice; the paper does not name its augmentations):
@@ -105,19 +103,65 @@ def standardise(inputs: dict[str, tuple[Tensor, Tensor]], data: BenchmarkTensors
     return out
 
 
-@torch.no_grad()
-def embed(model, data: BenchmarkTensors, split: str, keep_ratio: float, batch_size: int,
-          autocast=None) -> tuple[Tensor, Tensor, float]:
-    """Frozen embeddings [z_1, ..., z_M] of a split at keep-ratio p.
+def eval_order(n: int, seed: int, split: str) -> Tensor:
+    """The order of a split's evaluation batches in the 'batch' prune scope: a permutation drawn
+    from (seed, split), the same for every p of a trial. MultiBench files are sorted by video, so
+    file order would put one speaker's clips in one batch."""
+    g = torch.Generator().manual_seed(zlib.crc32(f"{seed}/eval/{split}".encode()))
+    return torch.randperm(n, generator=g)
 
-    Returns (features (N, M * proj_dim), labels (N,), mean kept fraction of routing pairs)."""
+
+def _pad_batch(inputs: dict[str, tuple[Tensor, Tensor]], rows: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """Append empty samples (zero features, no real step) up to `rows` rows."""
+    out = {}
+    for m, (x, mask) in inputs.items():
+        extra = rows - x.shape[0]
+        out[m] = (torch.cat([x, x.new_zeros((extra,) + x.shape[1:])]),
+                  torch.cat([mask, mask.new_zeros((extra,) + mask.shape[1:])]))
+    return out
+
+
+@torch.no_grad()
+def forward_batches(model, data: BenchmarkTensors, split: str, batch_size: int, keep_ratio: float,
+                    autocast=None, *, order: Tensor | None = None, pad: bool = False):
+    """Run `model` over a split in consecutive batches; yields (idx, outputs, n_real) per batch.
+
+    Args:
+        order: the sample order (a permutation of the split); default file order.
+        pad: fill the last batch up to batch_size with empty samples, so every forward has one
+            shape (with the MoE layers' row-stable path, a sample's output then depends on it
+            alone); its first n_real rows are the real samples.
+    """
     model.eval()
     st = data[split]
-    zs, kept = [], []
-    for idx in ordered_batches(len(st), batch_size, st.labels.device):
+    device = st.labels.device
+    order = torch.arange(len(st), device=device) if order is None else order.to(device)
+    for idx in order.split(batch_size):
         inputs, _ = st.batch(idx)
+        if pad and len(idx) < batch_size:
+            inputs = _pad_batch(inputs, batch_size)
         with autocast() if autocast else contextlib.nullcontext():
             outs = model(standardise(inputs, data), keep_ratio=keep_ratio)
-        zs.append(torch.cat([outs[m].z.float() for m in data.modalities], 1))
-        kept.extend(torch.stack(o.intermediates["routing"]["kept_fraction"]).mean() for o in outs.values())
-    return torch.cat(zs), st.labels, float(torch.stack(kept).mean()) if kept else 1.0
+        yield idx, outs, len(idx)
+
+
+@torch.no_grad()
+def embed(model, data: BenchmarkTensors, split: str, keep_ratio: float, batch_size: int,
+          autocast=None, *, order: Tensor | None = None, pad: bool = False) -> tuple[Tensor, Tensor, float]:
+    """Frozen embeddings [z_1, ..., z_M] of a split at keep-ratio p, in the split's own order.
+
+    Batches follow `order` (default file order) and, with pad=True, all have batch_size rows
+    (forward_batches). The MoE layers run on their row-stable path (s3core/pruning.row_stable).
+
+    Returns (features (N, M * proj_dim), labels (N,), mean kept fraction of routing pairs)."""
+    st = data[split]
+    z_all, kept = None, []
+    with row_stable(model):
+        for idx, outs, n_real in forward_batches(model, data, split, batch_size, keep_ratio, autocast,
+                                                 order=order, pad=pad):
+            z = torch.cat([outs[m].z.float() for m in data.modalities], 1)[:n_real]
+            if z_all is None:
+                z_all = z.new_empty(len(st), z.shape[1])
+            z_all[idx] = z
+            kept.extend(torch.stack(o.intermediates["routing"]["kept_fraction"]).mean() for o in outs.values())
+    return z_all, st.labels, float(torch.stack(kept).mean()) if kept else 1.0

@@ -60,6 +60,18 @@ class Benchmark:
     def __getitem__(self, split: str) -> Split:
         return self.splits[split]
 
+    def describe(self) -> str:
+        """One line: sizes, modalities and, for a file-backed benchmark, the file and protocol used."""
+        sizes = "/".join(str(len(self.splits[s])) for s in SPLITS if s in self.splits)
+        mods = ", ".join(f"{m} {self.seq_lens[m]}x{self.dims[m]}" for m in self.modalities)
+        line = f"{self.name}: {sizes} train/valid/test samples, modalities {mods}"
+        protocol = self.meta.get("protocol")
+        if protocol:
+            line += "; " + ", ".join(f"{k} {v}" for k, v in protocol.items())
+        elif self.meta.get("source"):
+            line += f"; source {self.meta['source']}"
+        return line
+
 
 def mask_from_padding(features: np.ndarray) -> np.ndarray:
     """(N, T, D) -> (N, T) bool: a step is real unless all its features are exactly zero."""

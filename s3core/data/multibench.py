@@ -11,6 +11,17 @@ Cleaning, as MultiBench's datasets/affect/get_data.py does it:
 - set audio values of -inf to 0;
 - labels (N, 1, 1) or (N, 1) -> (N,).
 Anything else non-finite (NaN anywhere, +inf, -inf outside audio) is an error, never repaired.
+
+The protocol choices (docs/METHOD_NOTES.md, "Data protocol") are load-time options, recorded in
+`Benchmark.meta["protocol"]`:
+- label_rule: 'nonnegative' (y >= 0, FactorCL's `mosi_label`; the paper's rule, default for MOSI
+  and MOSEI), 'positive' (y > 0, MultiBench's `_get_class`), 'binary' (labels already 0/1);
+- modalities: default ('vision', 'text'), the paper's pair (FactorCL's modalities [0, 2]);
+- source_file: one file per benchmark by default (FILES[name][0]); another candidate is read only
+  when named, never as a silent fallback;
+- alignment: 'text_start' (MultiBench's aligned mode: every modality's real steps are the text's
+  first real step onwards, later all-zero frames included) or 'nonzero' (each modality masks its
+  own all-zero steps).
 """
 from __future__ import annotations
 
@@ -26,9 +37,12 @@ from .base import SPLITS, Benchmark, DataError, Split, mask_from_padding, select
 from .safe_pickle import safe_load_pickle
 
 MODALITIES = ("vision", "audio", "text")
+# The paper (and FactorCL's scripts, modalities=[0, 2]) use vision and text on every benchmark.
+DEFAULT_MODALITIES = ("vision", "text")
 REQUIRED_KEYS = ("vision", "audio", "text", "labels")
 
-# Canonical name -> candidate files, in order of preference.
+# Canonical name -> the files a benchmark can be read from. The first is the default; another is
+# read only when the user names it (source_file=...): mosi_data.pkl is a different feature set.
 FILES = {
     "mosi": ("mosi_raw.pkl", "mosi_data.pkl"),
     "mosei": ("mosei_senti_data.pkl", "mosei_raw.pkl"),
@@ -47,10 +61,19 @@ EXPECTED_DIMS = {
     "sarcasm.pkl": (371, 81, 300),
 }
 
-LABEL_RULES = ("positive", "nonnegative", "binary")
-# 'positive': y > 0 (MultiBench for MOSI/MOSEI/MUStARD); 'nonnegative': y >= 0 (FactorCL's MOSI
-# rule: sentiment exactly 0 counts as positive); 'binary': labels already 0/1 (UR-FUNNY).
-DEFAULT_LABEL_RULE = {"mosi": "positive", "mosei": "positive", "urfunny": "binary", "mustard": "positive"}
+LABEL_RULES = ("nonnegative", "positive", "binary")
+# 'nonnegative': y >= 0 -> 1 (FactorCL's `mosi_label`, multibench_model.py, "MOSI/MOSEI Training";
+#   the paper binarises "following Liang et al. (2023)"): sentiment exactly 0 counts as positive.
+# 'positive': y > 0 -> 1 (MultiBench's `_get_class` in datasets/affect/get_data.py).
+# 'binary': labels already 0/1 (UR-FUNNY); anything else is an error.
+DEFAULT_LABEL_RULE = {"mosi": "nonnegative", "mosei": "nonnegative", "urfunny": "binary", "mustard": "positive"}
+
+ALIGNMENTS = ("text_start", "nonzero")
+# 'text_start': MultiBench's Affectdataset with aligned=True (its default): every modality is cut at
+#   the text's first real step, `start = text.nonzero()[0][0]`, and everything after it is input,
+#   all-zero frames (no face found, silence) included.
+# 'nonzero': a step of a modality is real unless all its features are 0, per modality.
+DEFAULT_ALIGNMENT = "text_start"
 
 DOWNLOAD_HINT = ("download it from the links in MultiBench's README "
                  "(github.com/pliang279/MultiBench, datasets/affect/get_data.py)")
@@ -67,19 +90,38 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def find_source(name: str, data_dir: str | os.PathLike) -> str:
-    """The pickle for benchmark `name` in `data_dir` (first of FILES[name] that exists)."""
+def _dims_text(fname: str) -> str:
+    dims = EXPECTED_DIMS.get(fname)
+    return "/".join(map(str, dims)) if dims else "?"
+
+
+def find_source(name: str, data_dir: str | os.PathLike, source_file: str | None = None) -> str:
+    """The pickle for benchmark `name` in `data_dir`: `source_file` if given (one of FILES[name]),
+    else the benchmark's default FILES[name][0]. Never another file in its place: a missing
+    default names the other candidates present and the option that reads them."""
     name = canonical_name(name)
     data_dir = os.fspath(data_dir)
-    candidates = " or ".join(FILES[name])
+    if source_file is None:
+        fname = FILES[name][0]
+    else:
+        fname = os.path.basename(os.fspath(source_file))
+        if fname not in FILES[name]:
+            raise DataError(f"source_file {source_file!r} is not a {name} file; choose one of: "
+                            f"{', '.join(FILES[name])}")
     if not os.path.isdir(data_dir):
         raise DataError(f"data_dir {data_dir} does not exist or is not a directory; create it and "
-                        f"put {candidates} there ({DOWNLOAD_HINT})")
-    for fname in FILES[name]:
-        path = os.path.join(data_dir, fname)
-        if os.path.isfile(path):
-            return path
-    raise DataError(f"no {candidates} in {data_dir}; {DOWNLOAD_HINT}")
+                        f"put {fname} there ({DOWNLOAD_HINT})")
+    path = os.path.join(data_dir, fname)
+    if os.path.isfile(path):
+        return path
+    others = [f for f in FILES[name] if f != fname and os.path.isfile(os.path.join(data_dir, f))]
+    if others:
+        other = others[0]
+        widths = (f", vision/audio/text {_dims_text(other)} instead of {_dims_text(fname)}"
+                  if _dims_text(other) != _dims_text(fname) else "")
+        raise DataError(f"no {fname} in {data_dir}; {other} is there (a different file{widths}): pass "
+                        f"source_file='{other}' (--source-file {other}) to read it, or add {fname}")
+    raise DataError(f"no {fname} in {data_dir}; {DOWNLOAD_HINT}")
 
 
 def _cache_key(path: str) -> str:
@@ -132,9 +174,14 @@ def _clean_split(path: str, split_name: str, split: object) -> tuple[Split, dict
     # MultiBench's drop_entry: a sample without text (its text array sums to 0) is dropped everywhere.
     text = arrays["text"]
     keep = text.reshape(text.shape[0], -1).sum(axis=1) != 0
+    keep_idx = np.flatnonzero(keep)
     features = {}
     for m in MODALITIES:
-        x = np.asarray(arrays[m][keep], dtype=np.float32)
+        # float32 rows copied in blocks: a float64 copy of the kept rows first would double the peak
+        # memory of a MOSEI-sized (3.7 GB, float64) file
+        x = np.empty((len(keep_idx),) + arrays[m].shape[1:], dtype=np.float32)
+        for start in range(0, len(keep_idx), 1024):
+            x[start:start + 1024] = arrays[m][keep_idx[start:start + 1024]]
         if m == "audio":
             x[x == -np.inf] = 0.0  # MultiBench's rule for missing audio
         if np.isnan(x).any():
@@ -226,31 +273,65 @@ def apply_label_rule(raw: np.ndarray, rule: str, source: str) -> np.ndarray:
     raise DataError(f"unknown label_rule {rule!r}; choose one of: {', '.join(LABEL_RULES)}")
 
 
+def align_masks(masks: dict[str, np.ndarray], alignment: str, source: str = "") -> dict[str, np.ndarray]:
+    """Per-modality padding masks (N, T) -> the masks of `alignment` (see ALIGNMENTS).
+
+    'text_start' (MultiBench's aligned mode): a step is real from the text's first real step on,
+    in every modality, whatever its values (MultiBench slices `x[start:]` for every modality,
+    `start = text.nonzero()[0][0]`, and pads after). 'nonzero': the masks unchanged.
+    """
+    if alignment == "nonzero":
+        return dict(masks)
+    if alignment != "text_start":
+        raise DataError(f"{source + ': ' if source else ''}unknown alignment {alignment!r}; choose one of: "
+                        f"{', '.join(ALIGNMENTS)}")
+    if "text" not in masks or any(mk.shape != masks["text"].shape for mk in masks.values()):
+        raise DataError(f"{source + ': ' if source else ''}alignment='text_start' needs a text modality and every "
+                        "modality on the text's time steps; pass alignment='nonzero'")
+    started = np.logical_or.accumulate(masks["text"], axis=1)     # (N, T): True from the first text step on
+    started.flags.writeable = False
+    return {m: started for m in masks}
+
+
 def load_multibench(name: str, data_dir: str | os.PathLike, *, modalities=None, label_rule: str | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> Benchmark:
+                    cache_dir: str | os.PathLike | None = None, source_file: str | None = None,
+                    alignment: str | None = None) -> Benchmark:
     """Load a MultiBench affect benchmark as a validated Benchmark.
 
     Args:
         name: 'mosi', 'mosei', 'urfunny' (or 'ur-funny', 'humor'), 'mustard' (or 'sarcasm').
-        data_dir: the folder holding the MultiBench pickle (see FILES for the names looked for).
-        modalities: a subset (>= 2, in the order given) of ('vision', 'audio', 'text'); default all.
-        label_rule: 'positive' (y > 0), 'nonnegative' (y >= 0) or 'binary' (labels already 0/1);
+        data_dir: the folder holding the MultiBench pickle.
+        modalities: a subset (>= 2, in the order given) of ('vision', 'audio', 'text'), or 'all';
+            default DEFAULT_MODALITIES = ('vision', 'text'), the paper's.
+        label_rule: 'nonnegative' (y >= 0), 'positive' (y > 0) or 'binary' (labels already 0/1);
             default per benchmark (DEFAULT_LABEL_RULE).
         cache_dir: where the Arrow cache lives; default <data_dir>/.s3cache.
+        source_file: which of FILES[name] to read; default FILES[name][0]. Nothing else is read in
+            its place.
+        alignment: 'text_start' (default, MultiBench's aligned mode) or 'nonzero' (ALIGNMENTS).
     Returns:
         A Benchmark with binary labels whose arrays are read-only views of the memory-mapped cache.
+        meta["protocol"] holds the settings used (label_rule, modalities, source_file, alignment)
+        as strings, ready to log.
     """
     key = canonical_name(name)
     rule = label_rule if label_rule is not None else DEFAULT_LABEL_RULE[key]
     if rule not in LABEL_RULES:
         raise DataError(f"unknown label_rule {rule!r}; choose one of: {', '.join(LABEL_RULES)}")
-    if modalities is not None:
-        mods = [modalities] if isinstance(modalities, str) else list(modalities)
-        unknown = [m for m in mods if m not in MODALITIES]
-        if unknown:
-            raise DataError(f"unknown modalities {unknown} for {key}; choose two or more of {list(MODALITIES)}")
+    alignment = DEFAULT_ALIGNMENT if alignment is None else alignment
+    if alignment not in ALIGNMENTS:
+        raise DataError(f"unknown alignment {alignment!r}; choose one of: {', '.join(ALIGNMENTS)}")
+    if modalities is None:
+        modalities = DEFAULT_MODALITIES
+    elif modalities == "all" or (not isinstance(modalities, str) and list(modalities) == ["all"]):
+        modalities = MODALITIES
+    mods = [modalities] if isinstance(modalities, str) else list(modalities)
+    unknown = [m for m in mods if m not in MODALITIES]
+    if unknown:
+        raise DataError(f"unknown modalities {unknown} for {key}; choose two or more of {list(MODALITIES)} "
+                        "(or 'all')")
     data_dir = os.path.expanduser(os.fspath(data_dir))
-    source = find_source(key, data_dir)
+    source = find_source(key, data_dir, source_file)
     cache_root = os.fspath(cache_dir) if cache_dir is not None else os.path.join(os.fspath(data_dir), CACHE_SUBDIR)
     cache_name = _cache_key(source)
     cache_path = os.path.join(cache_root, cache_name)
@@ -268,11 +349,14 @@ def load_multibench(name: str, data_dir: str | os.PathLike, *, modalities=None, 
                 manifest, raw_splits = cache.read_arrow_splits(cache_path)
                 _remove_stale_caches(cache_root, os.path.basename(source), keep=cache_name)
 
-    splits = {s: Split(features=sp.features, masks=sp.masks,
+    # label rule and alignment are applied here, at load time: changing them never rebuilds the cache
+    splits = {s: Split(features=sp.features, masks=align_masks(sp.masks, alignment, source),
                        labels=apply_label_rule(sp.labels, rule, source))
               for s, sp in raw_splits.items()}
-    meta = {"source": source, "cache": cache_path, "label_rule": rule,
+    protocol = {"label_rule": rule, "modalities": ",".join(mods), "source_file": os.path.basename(source),
+                "alignment": alignment}
+    meta = {"source": source, "cache": cache_path, "label_rule": rule, "protocol": protocol,
             "cleaning": manifest.get("meta", {}).get("cleaning", {})}
     bench = Benchmark(name=key, modalities=MODALITIES, splits=splits, num_classes=2, meta=meta)
-    bench = select_modalities(bench, modalities, source=source)
+    bench = select_modalities(bench, mods, source=source)
     return validate_benchmark(bench, source=source, check_values=not cache.values_checked(manifest))

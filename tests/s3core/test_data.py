@@ -229,7 +229,7 @@ def test_multibench_cleaning_rules(tmp_path):
     tr["labels"] = np.array([0.5, -1.0, 0.0, 2.0, -0.2, 1.0]).reshape(6, 1, 1)
     data["valid"]["labels"] = data["valid"]["labels"].reshape(6, 1)  # (N, 1) also accepted
     write_pickle(tmp_path / "mosi_raw.pkl", data)
-    bench = load_multibench("mosi", tmp_path)
+    bench = load_multibench("mosi", tmp_path, modalities="all", label_rule="positive", alignment="nonzero")
     assert len(bench["train"]) == 5 and len(bench["valid"]) == 6
     x = bench["train"]
     np.testing.assert_array_equal(x.features["text"], np.delete(tr["text"], 1, axis=0))
@@ -241,16 +241,20 @@ def test_multibench_cleaning_rules(tmp_path):
     assert bench.modalities == ("vision", "audio", "text") and bench.num_classes == 2
 
 
+@pytest.mark.parametrize("name", ["mosi", "mosei"])
 @pytest.mark.parametrize("rule, expected", [("positive", [1, 0, 0, 1]), ("nonnegative", [1, 0, 1, 1]),
-                                            (None, [1, 0, 0, 1])])
-def test_label_rules(tmp_path, rule, expected):
+                                            (None, [1, 0, 1, 1])])
+def test_label_rules(tmp_path, name, rule, expected):
+    """The default for MOSI and MOSEI is the paper's (FactorCL's mosi_label): y >= 0 -> 1, so a
+    sentiment of exactly 0 is positive; MultiBench's y > 0 stays one option away."""
     data = mb_data(n=4)
     for s in SPLITS:
         data[s]["labels"] = np.array([[0.4], [-2.0], [0.0], [3.0]])
-    write_pickle(tmp_path / "mosi_data.pkl", mb_data_dims(data, (20, 5, 300)))
-    bench = load_multibench("mosi", tmp_path, label_rule=rule)
+    write_pickle(tmp_path / mb_mod.FILES[name][0], data)
+    bench = load_multibench(name, tmp_path, label_rule=rule)
     assert bench["test"].labels.tolist() == expected
-    assert bench.meta["label_rule"] == (rule or "positive")
+    assert bench.meta["label_rule"] == (rule or "nonnegative")
+    assert bench.meta["protocol"]["label_rule"] == (rule or "nonnegative")
 
 
 def mb_data_dims(data, dims):
@@ -290,13 +294,54 @@ def test_modality_subsets(mosi_dir, mods):
     np.testing.assert_array_equal(bench["valid"].features[mods[0]], data["valid"][mods[0]])
 
 
-def test_file_preference_and_dims(tmp_path):
+def test_no_silent_fallback_to_another_file(tmp_path):
+    """Only mosi_data.pkl (20/5/300) present: the default mosi_raw.pkl is missing, and the other
+    file is read only when named; the error says which option reads it."""
     write_pickle(tmp_path / "mosi_data.pkl", mb_data_dims(mb_data(n=4), (20, 5, 300)))
-    assert load_multibench("mosi", tmp_path).dims == {"vision": 20, "audio": 5, "text": 300}
+    with pytest.raises(DataError) as err:
+        load_multibench("mosi", tmp_path)
+    msg = one_line(err)
+    assert "no mosi_raw.pkl" in msg and "source_file='mosi_data.pkl'" in msg and "20/5/300" in msg
+    bench = load_multibench("mosi", tmp_path, source_file="mosi_data.pkl", modalities="all")
+    assert bench.dims == {"vision": 20, "audio": 5, "text": 300}
+    assert bench.meta["protocol"]["source_file"] == "mosi_data.pkl"
     write_pickle(tmp_path / "mosi_raw.pkl", mb_data(n=4))
-    assert load_multibench("mosi", tmp_path).dims == {"vision": 35, "audio": 74, "text": 300}
+    assert load_multibench("mosi", tmp_path).meta["protocol"]["source_file"] == "mosi_raw.pkl"
+    # MOSEI likewise: mosei_raw.pkl alone is not read in place of mosei_senti_data.pkl
     write_pickle(tmp_path / "mosei_raw.pkl", mb_data(n=4))
-    assert load_benchmark("mosei", data_dir=tmp_path).meta["source"].endswith("mosei_raw.pkl")
+    with pytest.raises(DataError) as err:
+        load_benchmark("mosei", data_dir=tmp_path)
+    assert "no mosei_senti_data.pkl" in one_line(err) and "source_file='mosei_raw.pkl'" in one_line(err)
+    bench = load_benchmark("mosei", data_dir=tmp_path, source_file="mosei_raw.pkl")
+    assert bench.meta["source"].endswith("mosei_raw.pkl") and "mosei_raw.pkl" in bench.describe()
+    with pytest.raises(DataError) as err:
+        load_benchmark("mosei", data_dir=tmp_path, source_file="mosi_raw.pkl")
+    assert "choose one of: mosei_senti_data.pkl, mosei_raw.pkl" in one_line(err)
+
+
+@pytest.mark.parametrize("name", ["mosi", "mosei", "urfunny", "mustard"])
+def test_multibench_defaults_to_vision_and_text_audio_one_option_away(tmp_path, name):
+    fname = mb_mod.FILES[name][0]
+    data = mb_data_dims(mb_data(n=4), mb_mod.EXPECTED_DIMS[fname])
+    for s in SPLITS:
+        data[s]["labels"] = np.array([[1.0], [0.0], [1.0], [0.0]])
+    write_pickle(tmp_path / fname, data)
+    bench = load_benchmark(name, data_dir=tmp_path)
+    assert bench.modalities == ("vision", "text") and set(bench["train"].features) == {"vision", "text"}
+    assert bench.meta["protocol"]["modalities"] == "vision,text"
+    assert load_benchmark(name, data_dir=tmp_path, modalities="all").modalities == ("vision", "audio", "text")
+    assert load_benchmark(name, data_dir=tmp_path, modalities=["vision", "audio", "text"]).meta["protocol"][
+        "modalities"] == "vision,audio,text"
+
+
+def test_protocol_is_recorded_and_printed(mosi_dir):
+    tmp_path, _ = mosi_dir
+    bench = load_multibench("mosi", tmp_path)
+    assert bench.meta["protocol"] == {"label_rule": "nonnegative", "modalities": "vision,text",
+                                      "source_file": "mosi_raw.pkl", "alignment": "text_start"}
+    line = bench.describe()
+    for part in ("mosi_raw.pkl", "nonnegative", "text_start", "vision", "8/8/8"):
+        assert part in line, (part, line)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +416,7 @@ def test_crash_mid_write_leaves_no_trusted_cache(mosi_dir, monkeypatch):
     assert any(e.startswith(".tmp-") for e in os.listdir(tmp_path / ".s3cache"))  # the debris
     assert _cache_entries(tmp_path) == []  # nothing under a final name, so nothing to trust
     monkeypatch.undo()
-    bench = load_multibench("mosi", tmp_path)
+    bench = load_multibench("mosi", tmp_path, modalities="all")
     np.testing.assert_array_equal(bench["test"].features["audio"], data["test"]["audio"])
 
 
@@ -501,7 +546,7 @@ def _mb_case(tmp_path, case):
     if case == "missing_dir":
         return name, tmp_path / "nope", kwargs, ["nope", "does not exist", "MultiBench"]
     if case == "missing_file":
-        return name, tmp_path, kwargs, ["mosi_raw.pkl or mosi_data.pkl", "get_data.py"]
+        return name, tmp_path, kwargs, ["no mosi_raw.pkl", "get_data.py"]
     if case == "top_keys":
         data = {"training": data["train"], "valid": data["valid"], "test": data["test"]}
         expect = ["'train', 'valid', 'test'", "training"]
@@ -510,6 +555,7 @@ def _mb_case(tmp_path, case):
         expect = ["lacks keys ['audio']", "'vision', 'audio', 'text', 'labels'"]
     elif case == "dims":
         fname = "mosi_data.pkl"  # 35/74/300 arrays in a file that should hold 20/5/300
+        kwargs = {"source_file": "mosi_data.pkl"}
         expect = ["mosi_data.pkl", "35/74/300", "20/5/300"]
     elif case == "nan":
         data["test"]["vision"][0, 0, 0] = np.nan
@@ -522,7 +568,13 @@ def _mb_case(tmp_path, case):
         expect = ["mismatched sample counts", "audio=3", "vision=4"]
     elif case == "label_rule":
         kwargs = {"label_rule": "sign"}
-        expect = ["unknown label_rule", "positive, nonnegative, binary"]
+        expect = ["unknown label_rule", "nonnegative, positive, binary"]
+    elif case == "alignment":
+        kwargs = {"alignment": "left"}
+        expect = ["unknown alignment", "text_start, nonzero"]
+    elif case == "source_file":
+        kwargs = {"source_file": "humor.pkl"}
+        expect = ["humor.pkl", "not a mosi file", "mosi_raw.pkl, mosi_data.pkl"]
     elif case == "modality":
         kwargs = {"modalities": ["vision", "smell"]}
         expect = ["smell", "vision"]
@@ -539,7 +591,7 @@ def _mb_case(tmp_path, case):
 
 
 MB_CASES = ["missing_dir", "missing_file", "top_keys", "split_keys", "dims", "nan", "inf_text",
-            "mismatched_n", "label_rule", "modality", "one_modality", "not_dict"]
+            "mismatched_n", "label_rule", "alignment", "source_file", "modality", "one_modality", "not_dict"]
 
 
 @pytest.mark.parametrize("case", MB_CASES)
@@ -616,6 +668,8 @@ def test_npz_errors(tmp_path, case):
     (dict(name="mosi"), "needs data_dir"),
     (dict(name="arrays"), "needs data_dir"),
     (dict(name="synthetic", label_rule="positive"), "label_rule applies only"),
+    (dict(name="synthetic", alignment="nonzero"), "alignment applies only"),
+    (dict(name="arrays", data_dir="x.npz", source_file="a.pkl"), "source_file applies only"),
     (dict(name="synthetic", synthetic={"n_trian": 3}), "unknown synthetic config fields"),
     (dict(name="synthetic", modalities=["x1", "x9"]), "unknown modalities ['x9']"),
 ])

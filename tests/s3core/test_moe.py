@@ -249,3 +249,45 @@ def test_a_two_layer_model_at_p_one_is_bit_identical_to_the_unpruned_model():
         assert torch.equal(at_one[m].z, unpruned[m].z), m
         assert torch.equal(training_forward[m].z, unpruned[m].z), m
         torch.testing.assert_close(all_pairs[m].z, unpruned[m].z, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep_ratio", [1.0, 0.5])
+def test_row_stable_path_computes_the_same_layer(keep_ratio):
+    layer = _layer(seed=3)
+    x = torch.randn(3, 7, 16)
+    mask = torch.rand(3, 7) > 0.3
+    with torch.no_grad():
+        fused = layer(x, token_mask=mask, keep_ratio=keep_ratio).output
+        layer.row_stable = True
+        stable = layer(x, token_mask=mask, keep_ratio=keep_ratio).output
+    torch.testing.assert_close(stable, fused, rtol=1e-5, atol=1e-6)
+
+
+def test_row_stable_token_output_does_not_depend_on_the_other_tokens():
+    """Without pruning every token is computed alone; on the row-stable path that holds to the
+    last bit (a 1-token product and the same row in a 200-token one use other BLAS kernels)."""
+    layer = _layer(seed=4)
+    layer.row_stable = True
+    x = torch.randn(1, 200, 16)
+    with torch.no_grad():
+        full = layer(x).output[0]
+        for i in (0, 13, 199):
+            assert torch.equal(layer(x[:, i:i + 1]).output[0, 0], full[i])
+            assert torch.equal(layer(x[:, i:i + 5]).output[0, 0], full[i])
+
+
+def test_prune_threshold_keeps_each_tokens_pairs_at_or_above_it():
+    layer = _layer(seed=5)
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        probs = layer.router(x.reshape(-1, 16)).softmax(-1)
+        gates = probs.topk(layer.cfg.k, dim=-1).values.reshape(-1)
+        threshold = float(gates.median())
+        layer.prune_threshold = threshold
+        res = layer(x)
+        kept = int((gates >= threshold).sum())
+        assert float(res.kept_fraction) == pytest.approx(kept / gates.numel())
+        # the reference: keep_ratio = kept / n picks the same pairs (the top ones) when no ties
+        layer.prune_threshold = None
+        ref = layer(x, keep_ratio=kept / gates.numel())
+    torch.testing.assert_close(res.output, ref.output, rtol=1e-5, atol=1e-6)

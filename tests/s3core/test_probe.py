@@ -50,3 +50,45 @@ def test_macro_f1_by_hand():
     pred, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
     # class 0: tp 1, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 4/5
     assert macro_f1(pred, labels, 2) == pytest.approx((2 / 3 + 4 / 5) / 2)
+
+
+def _hard(n, seed, scaled=True):
+    """Overlapping classes, correlated features and (scaled) widths from 0.01 to 100: L-BFGS needs
+    tens of iterations here, and on the raw scaled features (FactorCL's probe) about a thousand."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 32, generator=g)
+    x[:, :8] += 0.4 * (2 * y[:, None] - 1)
+    x[:, 8:16] = x[:, :8] + 0.1 * torch.randn(n, 8, generator=g)
+    return (x * torch.logspace(-2, 2, 32) if scaled else x), y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["tuned", "factorcl"])
+def test_probe_reports_whether_it_converged(backend, kind):
+    scaled = kind == "tuned"  # the tuned probe standardises: the scales do not slow it down
+    tr, va, te = _hard(400, 0, scaled), _hard(200, 1, scaled), _hard(200, 2, scaled)
+    capped = linear_probe(tr, va, te, 2, l2_grid=(1e-4,), backend=backend, max_iter=3, kind=kind)
+    assert not capped.converged and capped.n_iter == 3
+    full = linear_probe(tr, va, te, 2, l2_grid=(1e-4,), backend=backend, kind=kind)
+    assert full.converged and 3 < full.n_iter < 1000
+
+
+def test_factorcl_probe_is_sklearn_logistic_regression_at_c_one_on_raw_features():
+    from sklearn.linear_model import LogisticRegression
+    tr, va, te = _hard(400, 0, False), _hard(200, 1, False), _hard(200, 2, False)
+    ours = linear_probe(tr, va, te, 2, backend="sklearn", kind="factorcl")
+    theirs = LogisticRegression(max_iter=1000).fit(tr[0].double().numpy(), tr[1].numpy())
+    assert ours.test_acc == pytest.approx(theirs.score(te[0].double().numpy(), te[1].numpy()))
+    assert ours.valid_acc == pytest.approx(theirs.score(va[0].double().numpy(), va[1].numpy()))
+    assert ours.l2 == pytest.approx(1 / 400)
+    # no choice on valid: flipping the valid labels changes nothing but the valid accuracy
+    flipped = linear_probe(tr, (va[0], 1 - va[1]), te, 2, backend="sklearn", kind="factorcl")
+    assert flipped.test_acc == ours.test_acc and flipped.valid_acc == pytest.approx(1 - ours.valid_acc)
+
+
+def test_torch_factorcl_probe_solves_the_same_problem():
+    tr, va, te = _blobs(300, 1.0, 0), _blobs(300, 1.0, 1), _blobs(300, 1.0, 2)
+    a = linear_probe(tr, va, te, 2, backend="torch", kind="factorcl")
+    b = linear_probe(tr, va, te, 2, backend="sklearn", kind="factorcl")
+    assert abs(a.test_acc - b.test_acc) <= 3 / 300
