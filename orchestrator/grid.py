@@ -72,6 +72,9 @@ def load_data(plan: Plan) -> dict:
     for name in plan.data.benchmarks:
         synthetic = SyntheticConfig(**plan.data.synthetic) if name == "synthetic" else None
         t0 = time.perf_counter()
+        if name != "synthetic":   # a MultiBench pickle's first load converts it to the Arrow cache: minutes
+            print(f"loading {name} from {plan.data.data_dir} (the first load converts it to an Arrow cache) ...",
+                  flush=True)
         out[name] = b = load_benchmark(name, data_dir=plan.data.data_dir, modalities=plan.data.modalities,
                                        label_rule=plan.data.label_rule, synthetic=synthetic,
                                        source_file=plan.data.source_file, alignment=plan.data.alignment)

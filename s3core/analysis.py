@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, fields
 from itertools import combinations
@@ -54,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from s3core.atomic import atomic_file
 from s3core.moe import num_kept, top_pairs
 
 # ----------------------------------------------------------------------------------------------
@@ -280,15 +280,8 @@ class ExpertAnalysis:
             else:
                 meta[f.name] = list(v) if isinstance(v, tuple) else v
         arrays["__meta__"] = np.array(json.dumps(meta))
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path, suffix=".npz.tmp") as fh:
+            np.savez_compressed(fh, **arrays)
         return path
 
     @classmethod

@@ -27,7 +27,6 @@ lines).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +37,8 @@ from orchestrator.mlflow_layout import REPORT_ARTIFACT_DIR
 from orchestrator.report import aggregate, plots
 from orchestrator.report.cli import DEFAULT_OUT_DIR, main
 from orchestrator.report.document import BenchmarkSection, build_document
+from s3core.atomic import atomic_file
+
 from orchestrator.report.read import (FAILED, FINISHED, Progress, ReportError, load_trials, print_progress,
                                       resolve_experiments)
 from orchestrator.report.render import to_html, to_markdown
@@ -66,16 +67,8 @@ class ReportResult:
 
 def _atomic_write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_file(path, suffix=".tmp", mode=0o644) as handle:
+        handle.write(data)
     return path
 
 
