@@ -77,6 +77,12 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
     return batches
 
 
+def ordered_batches(n: int, batch_size: int, device) -> list[Tensor]:
+    """The split in file order, in batches of batch_size (the expert analysis reads it this way;
+    Stage 3 draws its order from the seed: eval_order)."""
+    return list(torch.arange(n, device=device).split(batch_size))
+
+
 def augment(inputs: dict[str, tuple[Tensor, Tensor]], std: dict[str, Tensor], noise: float,
             step_drop: float, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
     """One view for L_rep (our choice; the paper does not name its augmentations):
