@@ -1,12 +1,14 @@
 """default: what `python run_grid.py` runs with no arguments.
 
 Command:  python run_grid.py
-Runtime:  about 6-9 minutes on a 2-core CPU (10 trials, 2 at a time).
+Runtime:  16 trials (S3 x 3 chi, the ablation x 3 chi, CLIP, raw-feature probe; 2 seeds), 2 at a time;
+          the README gives the measured time of this command.
 Expected: the synthetic benchmark whose label depends on modality x1's unique factor, where a
           contrastive-only representation is blind by construction (the paper's Proposition 2.5).
           S3 (chi in {2, 4, 8}, 2 seeds) should beat the CLIP-style baseline at the
           validation-chosen p; docs/RESULTS.md records the measured figures. The accuracy-vs-p
-          curves land in MLflow (metric valid_acc/test_acc against step = 100 p) and in ./report.
+          curves land in MLflow (metrics valid_acc/test_acc against keep_ratio; step = p in
+          per mille) and in ./report.
 """
 
 
