@@ -37,6 +37,7 @@ RUN_GRID_FLAGS = {
     "--gpus-per-trial",
     "--workers-per-trial",
     "--report-dir",
+    "--executor",
 }
 RUN_GRID_PRESETS = {"smoke", "default", "paper", "search"}
 
