@@ -13,8 +13,11 @@ Where the node types come from (`discover_shape`, on a connected Ray):
   1. the config file the cluster's autoscaler runs with (`ray up` and Ray's simulated cluster
      start the head's monitor with `--autoscaling-config=FILE`; the driver runs on the head);
   2. the cluster config the autoscaler reports to the GCS (`ray._private.state.state.
-     get_cluster_config()`; with Ray 2.60's launcher autoscaler it is empty, seen here);
-  3. the live nodes (a local Ray, or a cluster without an autoscaler: what exists is all there is).
+     get_cluster_config()`; empty with Ray 2.60's launcher autoscalers, seen here with v1 on the
+     simulated cluster and v2 on `ray up clusters/local.yaml`);
+  3. the live nodes (a local Ray: what exists is all there is; or a cluster whose node types are
+     unknown here, e.g. the SSH provider's config, which states no resources: then the shape is
+     marked incomplete and nothing is refused).
 A cluster file on disk can be read the same way (`shape_from_cluster_config`).
 
 Pure: no Ray import at module level; only `discover_shape` and `pending_watchdog_callback` import it.
@@ -240,12 +243,15 @@ def discover_shape(started_here: bool = False) -> ClusterShape:
 
     nodes = ray.nodes()
     path = autoscaler_config_path(ray.get_runtime_context().gcs_address)
+    why = "no autoscaler config found"
     if path and os.path.exists(path):
         with open(path) as f:
             config = yaml.safe_load(f)    # JSON is YAML: the simulated cluster writes JSON
         shape = shape_from_cluster_config(config, f"the autoscaler's config {path}")
         if shape.node_types and not all(t.resources is None for t in shape.node_types):
             return shape
+        # the local (SSH) provider's config states no resources: its machines report them
+        why = f"the autoscaler's config {path} states no resources"
     try:
         from ray._private.state import state
         gcs_config = state.get_cluster_config()
@@ -254,7 +260,7 @@ def discover_shape(started_here: bool = False) -> ClusterShape:
     if gcs_config is not None and gcs_config.node_group_configs:
         heads = [t for t in shape_from_nodes(nodes).node_types if t.is_head]
         return shape_from_gcs_config(gcs_config, heads[0] if heads else None)
-    live = shape_from_nodes(nodes, "the live nodes" if started_here else "the live nodes (no autoscaler config found)")
+    live = shape_from_nodes(nodes, "the live nodes" if started_here else f"the live nodes ({why})")
     return live if started_here else dataclasses.replace(live, complete=False)
 
 
