@@ -304,7 +304,7 @@ def check_default_console(out: str, err: str, n_trials: int) -> None:
     assert re.search(rf"^\[synthetic\] \d/{n_trials} done, \d running, \d failed, \d pending \| \d+s elapsed",
                      out, re.M), out
     assert f"[{n_trials}/{n_trials}] " in out, out
-    assert re.search(rf"^report: reading trials from MLflow 0/{n_trials}$", out, re.M), out
+    assert re.search(rf"^report: reading {n_trials} trial runs \({n_trials} finished\) from 1 experiment\(s\) \.\.\.$", out, re.M), out
     assert re.search(r"^results \[synthetic\]: test accuracy", out, re.M), out
     assert re.search(r"^  method\s+chi\s+test acc @p\*\s+mean p\*\s+test acc p=1\s+seeds$", out, re.M), out
     assert re.search(r"^  s3\s+2\s+\d+\.\d\s+\d\.\d\d\s+\d+\.\d\s+1$", out, re.M), out
