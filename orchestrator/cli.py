@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run S3 trials (Ray Tune + Ray Train), track them in MLflow, write the report.",
         epilog="Examples:\n  python run_grid.py\n  python run_grid.py --preset smoke\n"
                "  python run_grid.py --preset paper --benchmark mosi --data-dir ~/multibench --gpus-per-trial 0.25\n"
-               "  ray submit clusters/gpu.yaml run_grid.py -- --preset paper --benchmark mosei --data-dir /data\n"
+               "  ray exec clusters/gpu.yaml --tmux 'bash ~/s3/clusters/run_grid.sh --preset paper --benchmark mosei "
+               "--data-dir ~/data/multibench'\n"
                "  python run_grid.py --resume   (continue an interrupted grid: same flags plus --resume)")
     g = p.add_argument_group("what to run")
     g.add_argument("--preset", default="default", choices=PRESETS, help="search space / grid (search_spaces/)")
@@ -122,7 +123,7 @@ def overrides_from_args(args: argparse.Namespace):
         synthetic=dict(args.synthetic or {}), epochs=args.epochs, num_samples=args.num_samples,
         seed_search=args.seed_search, tracking_uri=args.tracking_uri, experiment=args.experiment,
         report_dir=args.report_dir, storage_path=args.storage_path, resume=args.resume, verbose=args.verbose,
-        # on a cluster head (ray submit), RAY_ADDRESS points at the running cluster
+        # on a cluster head (run_grid.sh), RAY_ADDRESS points at the running cluster
         ray_address=args.ray_address or os.environ.get("RAY_ADDRESS") or None,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, executor=args.executor, workers_per_trial=args.workers_per_trial,

@@ -3,7 +3,8 @@ p swept over 1.0, 0.9, ..., 0.1 in every trial. The baselines are tuned like S3 
 CLIP-style baseline and the supervised control over the same 4 batch sizes, the no-Selection
 ablation over the same chi x batch size (and p); the raw-feature linear probe once per seed.
 
-Command:  ray submit clusters/gpu.yaml run_grid.py -- --preset paper --benchmark mosei --data-dir /data/multibench
+Command:  ray exec clusters/gpu.yaml --tmux 'bash ~/s3/clusters/run_grid.sh --preset paper --benchmark mosei
+          --data-dir ~/data/multibench --gpus-per-trial 0.25'   (docs/CLUSTER.md)
           (locally: python run_grid.py --preset paper --benchmark mosi --data-dir ~/multibench)
 Runtime:  per benchmark 36 S3 + 36 ablation + 12 CLIP + 12 supervised trials + 3 raw probes; the measured
           cost of one trial on a MOSEI-shaped file is in docs/RESULTS.md, GPU throughput in bench/RESULTS.md.

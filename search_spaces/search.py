@@ -1,7 +1,7 @@
 """search: Optuna TPE over chi, rho, batch size, the five loss weights, tau and lr.
 
 Command:  python run_grid.py --preset search --num-samples 40
-          (cluster: ray submit clusters/gpu.yaml run_grid.py -- --preset search --benchmark mosi --data-dir ...)
+          (cluster: ray exec clusters/gpu.yaml --tmux 'bash ~/s3/clusters/run_grid.sh --preset search ...')
 Runtime:  num_samples trials per benchmark x seed; about 40 s per trial on the synthetic default
           on a 2-core CPU.
 Expected: the objective is the validation accuracy at the validation-chosen keep-ratio p, so p is
