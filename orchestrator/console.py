@@ -21,7 +21,7 @@ control character (ESC, carriage return).
 How the grid uses it:
     with console.session(args.verbose, console.driver_log_path(args.storage_path)):   # cli.main
         con = console.current()
-        progress = console.ProgressCallback(mlflow_logger, label="synthetic")
+        progress = ProgressCallback(mlflow_logger, label="synthetic")   # orchestrator.progress
         RunConfig(callbacks=[mlflow_logger, progress], verbose=console.tune_verbose(args.verbose))
         with console.tune_output(args.verbose):
             tuner.fit()
@@ -405,6 +405,5 @@ def tune_output(verbose: int):
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
-# re-exported: console.ProgressCallback is what the grid adds to Tune's callbacks
+# re-exported: the console's closing line is built there
 from orchestrator.console_text import mlflow_ui_hint  # noqa: E402,F401
-from orchestrator.progress import ProgressCallback  # noqa: E402,F401

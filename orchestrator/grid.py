@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from orchestrator import mlflow_layout as L
+from orchestrator.progress import ProgressCallback
 from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_resources, data_fingerprint,
                                plan_execution, reuse_actors)
 
@@ -206,7 +207,7 @@ def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, tr
             protocol = {f"protocol.{k}": v for k, v in (getattr(bench_data, "meta", {}) or {}).get("protocol", {}).items()}
             logger = MlflowTrialLogger(client, experiment_id, parent_id, existing, tags, total, extra_params=protocol)
             loggers.append(logger)
-            progress = console.ProgressCallback(
+            progress = ProgressCallback(
                 logger, bench + (f" seed={study.seed}" if isinstance(study, OptunaStudy) else ""))
             callbacks = [logger, progress]
             if plan.resources.pending_timeout_s:

@@ -108,8 +108,9 @@ def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen)
 def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
     """A cheap p = 1 probe (one L2 value) for per-epoch progress; the real choice is in sparsify."""
     ac = autocast_for(cfg)
-    tr = embed(model, data, "train", 1.0, cfg.eval_rows, ac)[:2]
-    va = embed(model, data, "valid", 1.0, cfg.eval_rows, ac)[:2]
+    rows = max(256, cfg.eval_rows)  # p = 1 prunes nothing: the batch only sets speed
+    tr = embed(model, data, "train", 1.0, rows, ac)[:2]
+    va = embed(model, data, "valid", 1.0, rows, ac)[:2]
     return linear_probe(tr, va, va, data.num_classes, l2_grid=(1e-2,), max_iter=50,
                         backend=cfg.probe_backend).valid_acc
 

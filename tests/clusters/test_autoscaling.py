@@ -117,7 +117,7 @@ def test_autoscaling_smoke_grid_scales_up_from_zero_packs_and_scales_down(autosc
 
 def tune_results(storage: Path) -> dict[str, list[dict]]:
     """trial key -> the results Tune recorded for it (its own JSON log, independent of MLflow)."""
-    from orchestrator.trial import TrialSpec
+    from orchestrator.contract import TrialSpec
     out: dict[str, list[dict]] = {}
     for path in storage.glob("grid-*/*/result.json"):
         key = TrialSpec.from_config(json.loads((path.parent / "params.json").read_text())).key()
