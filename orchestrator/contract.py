@@ -169,10 +169,11 @@ def load_checkpoint_state(directory: str) -> dict:
 
 
 def write_checkpoint_state(directory: str, state: dict) -> None:
-    """Save under a temporary name, then rename: a checkpoint directory never holds half a file."""
-    tmp = os.path.join(directory, CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
+    """Save under a temporary name, then rename: a checkpoint directory never holds half a file,
+    and a save that fails leaves no temporary file behind either."""
+    from s3core.atomic import atomic_file
+    with atomic_file(os.path.join(directory, CHECKPOINT_FILE)) as handle:
+        torch.save(state, handle)
 
 
 def resume_state(checkpoint) -> dict | None:

@@ -193,6 +193,8 @@ def test_a_checkpoint_save_that_fails_partway_leaves_the_old_checkpoint_loadable
     monkeypatch.undo()
     back = load_checkpoint_state(str(tmp_path))
     assert back["epoch"] == 1 and torch.equal(back["w"], old["w"])
+    # no temporary file is left beside it (Ray would upload it with the checkpoint directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
     # and a save that succeeds replaces it whole
     write_checkpoint_state(str(tmp_path), {"stage": "select", "epoch": 0, "w": torch.ones(6)})
     assert load_checkpoint_state(str(tmp_path))["stage"] == "select"
