@@ -89,7 +89,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            sweeps=("batch_size",), label="clip"),
     Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
            label="supervised (upper bound)"),
-    Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,)), sweeps=(),
+    # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
+    Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
            label="linear probe on raw features", evaluate=raw_feature_curve),
 )}
 METHOD_NAMES = tuple(METHODS)

@@ -59,3 +59,13 @@ def test_the_raw_feature_reference_trains_nothing_and_probes_the_raw_means():
     assert result.history == [] and [r["keep_ratio"] for r in result.curve] == [1.0]
     ref = raw_feature_probe(data, l2_grid=(1e-3, 1e-2))
     assert result.curve[0]["test_acc"] == ref.test_acc and result.curve[0]["valid_acc"] == ref.valid_acc
+
+
+def test_methods_without_experts_log_chi_1_whatever_the_grid_says():
+    """raw_probe has no encoder and clip/supervised are dense: their logged config (what the report's
+    chi column reads) must not carry the grid's granularity."""
+    from s3core.config import S3Config
+    from s3core.methods import get_method
+    for name in ("raw_probe", "clip", "supervised"):
+        assert get_method(name).config(S3Config(chi=4)).chi == 1, name
+    assert get_method("s3").config(S3Config(chi=4)).chi == 4
