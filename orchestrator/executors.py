@@ -18,7 +18,8 @@ import tempfile
 import torch
 
 from orchestrator.contract import (ApplicationError, DoneReport, FailedReport, FinalReport, Report, TrialSpec,
-                                   resume_state, run_trial_body, worker_threads, write_checkpoint_state)
+                                   failure_text, resume_state, run_trial_body, worker_threads,
+                                   write_checkpoint_state)
 
 
 def _with_checkpoint(report_fn, report: Report, state: dict, checkpoint_cls) -> None:
@@ -70,6 +71,33 @@ def train_loop_per_worker(config: dict) -> None:
     run_trial_body(spec, bench, device, TrainWorkerExecutor())
 
 
+def probe_device(device: str) -> str | None:
+    """Runs where a Train worker would: None if torch can use `device` there, else the one-line reason."""
+    from s3core.config import ConfigError, check_device
+    try:
+        check_device(device, probe=True)
+    except ConfigError as err:
+        return failure_text(err)
+    return None
+
+
+def check_worker_device(execution: dict) -> None:
+    """A GPU that torch cannot use fails the trial here, in one line, before TorchTrainer sets up
+    its NCCL process group (which, on a node whose torch has no CUDA, fails in a long traceback or
+    leaves the trial hanging). One probe task on a node with the workers' GPU share."""
+    if execution["gpus_per_worker"] <= 0 or execution["device"] == "cpu":
+        return   # fake GPUs with computation forced to the CPU (the simulated cluster) need no probe
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # outside the trial's own placement group (a sliver of CPU), as the trainer's workers are
+    probe = ray.remote(num_cpus=0, num_gpus=execution["gpus_per_worker"], max_retries=0)(probe_device).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    reason = ray.get(probe.remote(execution["device"]))
+    if reason is not None:
+        raise ApplicationError(reason)
+
+
 def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     """The Tune function of the `train` executor: one TorchTrainer per trial. Registered with a
     sliver of CPU, because the trainer's workers hold the real resources."""
@@ -81,6 +109,7 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]
     use_gpu = execution["gpus_per_worker"] > 0
+    check_worker_device(execution)
     per_worker = {"CPU": execution["cpus_per_worker"]}
     if use_gpu:
         per_worker["GPU"] = execution["gpus_per_worker"]

@@ -103,9 +103,11 @@ def run(plan: Plan) -> GridResult:
     _check_batches_fit(plan, data)
 
     req = plan.resources
-    if req.ray_address:
+    if ray.is_initialized():
+        pass   # the caller (a notebook, a test, a second grid in one process) is connected already: use that Ray
+    elif req.ray_address:
         ray.init(address=req.ray_address, include_dashboard=False, log_to_driver=False)
-    elif not ray.is_initialized():
+    else:
         ray.init(address="local", num_cpus=req.num_cpus, num_gpus=req.num_gpus, include_dashboard=False,
                  log_to_driver=False)
     from orchestrator.resources import discover_shape

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import mlflow_layout as L
+from orchestrator.contract import Report, TrialSpec
 
 from simcluster import ClusterWatcher, raylet_of
 
@@ -117,7 +118,6 @@ def test_autoscaling_smoke_grid_scales_up_from_zero_packs_and_scales_down(autosc
 
 def tune_results(storage: Path) -> dict[str, list[dict]]:
     """trial key -> the results Tune recorded for it (its own JSON log, independent of MLflow)."""
-    from orchestrator.contract import TrialSpec
     out: dict[str, list[dict]] = {}
     for path in storage.glob("grid-*/*/result.json"):
         key = TrialSpec.from_config(json.loads((path.parent / "params.json").read_text())).key()
@@ -177,7 +177,7 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
     restarted = {key for key, rows in results.items() if len({r["pid"] for r in rows}) > 1}
     assert restarted, f"no trial was restarted: {killed}, {watcher.summary()}"
     for key, rows in results.items():
-        reported = [r["global_epoch"] for r in rows if r.get("kind") == "epoch"]
+        reported = [Report.decode(r).global_epoch for r in rows if r.get("kind") == "epoch"]
         assert reported.count(0) == 1, f"epoch 0 was recomputed after the node died: {reported}"
         assert sorted(set(reported)) == list(range(epochs + 1)), reported
     # once the GCS has seen the node die (its actors stay listed ALIVE until then), trials run elsewhere

@@ -73,7 +73,7 @@ def checkpoints_of(grid: Grid, key: str) -> dict[str, tuple[int, int]]:
 
 # ------------------------------------------------------------------------------ 1. worker killed
 
-def uninterrupted_run(run):
+def uninterrupted_run(run, threads: int):
     """The same trial run in this process without interruption: its S3Config rebuilt from the
     params MLflow holds (every field is logged), its data from the smoke preset's synthetic config."""
     import ast
@@ -99,13 +99,24 @@ def uninterrupted_run(run):
     # every field but the device, which is a tag (s3.device), not a param; this test runs on the CPU
     cfg = S3Config().replace(**{f.name: parse(params[f.name]) for f in dataclasses.fields(S3Config)
                                 if f.name != "device"})
-    bench = load_benchmark("synthetic", synthetic=load_preset("smoke")["synthetic"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)    # as the Train worker: round(1.98 CPUs) with --max-concurrent 1 on 2 CPUs
+    bench = load_benchmark("synthetic", synthetic=load_preset("smoke").synthetic)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)   # as the Train worker: a float sum's rounding depends on it
     try:
         return run_trial(bench, cfg, run.data.tags[L.TAG_METHOD], progress=False)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def worker_threads_of(grid_output: str) -> int:
+    """The torch threads each Train worker ran with, from the grid's resources line
+    ('... 1 worker(s) x 0.99 CPU ...'), as orchestrator.contract.worker_threads computes them."""
+    import re
+
+    from orchestrator.contract import worker_threads
+    found = re.search(r"(\d+) worker\(s\) x ([\d.]+) CPU", grid_output)
+    assert found, f"no resources line in the grid's output: {grid_output[-2000:]}"
+    return worker_threads(float(found.group(2)))
 
 
 def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
@@ -175,7 +186,7 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(grid_env: Grid):
     assert "database is locked" not in grid_env.output()
 
     # and the resumed trial trained exactly as an uninterrupted one: same losses, same curve
-    reference = uninterrupted_run(victim)
+    reference = uninterrupted_run(victim, worker_threads_of(grid_env.output()))
     losses = {m.step: m.value for k in ("special/loss", "select/loss")
               for m in client.get_metric_history(victim.info.run_id, k)}
     assert losses == {e: h["loss"] for e, h in enumerate(reference.history)}
