@@ -135,6 +135,10 @@ def test_every_field_a_stage_reads_the_code_and_the_data_change_the_key(tmp_path
     stage1 = lambda c, cfg: c.key(cfg, ["special"], set(SELECTION.own_fields), None)[0]   # noqa: E731
     stage2 = lambda c, cfg: c.key(cfg, ["special", "select"], set(), None)[0]            # noqa: E731
     base1, base2 = stage1(cache, TINY), stage2(cache, TINY)
+    # written out, not read from the module: widening an exclusion must fail here
+    assert set(STAGE3_ONLY_FIELDS) == {"keep_ratios", "prune_scope", "probe", "probe_max_iter", "probe_l2"}
+    assert set(SELECTION.own_fields) == {"lambda_suff", "lambda_min", "lr_select", "epochs_select"}
+    assert SPECIALIZATION.own_fields == ()
     for f in dataclasses.fields(S3Config):
         cfg = dataclasses.replace(TINY, **{f.name: _other_value(getattr(TINY, f.name))})
         if f.name in STAGE3_ONLY_FIELDS:
