@@ -141,14 +141,16 @@ def _data(d: dict) -> list[str]:
     return L
 
 
-BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without reuse (issue 12.1)"}
+BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without reuse (issue 12.1)",
+          "gpu": "7. GPU (issue 12.4): `python -m bench --gpu`"}
 
 
 def write_blocks(res: dict, out: str) -> None:
     """Replace (or append) the block of each BLOCKS section run in `res`, between its markers in `out`;
     the rest of the file is left as it is."""
+    from .gpu import gpu_report
     from .stage_reuse import stage_reuse_report
-    renders = {"stagecache": stage_reuse_report}
+    renders = {"stagecache": stage_reuse_report, "gpu": gpu_report}
     text = open(out).read() if os.path.exists(out) else "# s3core benchmarks\n"
     for sec, title in BLOCKS.items():
         if sec not in res:

@@ -91,8 +91,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join("bench", "RESULTS.md"))
     ap.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
     ap.add_argument("--profile", choices=tuple(PROFILES), help=argparse.SUPPRESS)  # 'tiny' for the smoke test
+    ap.add_argument("--gpu", action="store_true", help="the GPU checks of issue 12.4 only (bench/gpu.py): "
+                    "correctness of every dispatch on CUDA, MoE/dense with and without torch.compile, host syncs; "
+                    "on a machine without CUDA the correctness part runs on the CPU and the rest is skipped")
     ap.add_argument("--tmp-root", default="/tmp", help="where the data section's temp dir goes")
     args = ap.parse_args(argv)
+    if args.gpu:
+        from .gpu import main as gpu_main
+        return gpu_main(["--out", args.out] + (["--quick"] if args.quick else []))
     profile = args.profile or ("quick" if args.quick else "full")
     argv = sys.argv[1:] if argv is None else list(argv)
     command = "python -m bench" + ("" if not argv else " " + shlex.join(argv))
