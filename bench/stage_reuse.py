@@ -81,8 +81,22 @@ def bench_stage_reuse(profile: str = "full", log=print) -> dict:
     return out
 
 
+HOW = ("How it works (s3core/stagecache.py): a training stage's result (weights, RNG streams, history so far) "
+       "is stored under `<storage>/stage-cache/<key>/`, the key a SHA-256 of the data's content digest, the "
+       "s3core sources and torch/numpy/scikit-learn versions, the method's stages up to this one and its head, "
+       "the number of workers, and every S3Config field except the Stage-3-only ones (keep_ratios, prune_scope, "
+       "probe, probe_max_iter, probe_l2) and the fields only a later stage reads (Stage 2's lambda_suff, "
+       "lambda_min, lr_select, epochs_select). Entries are written to a temporary directory and renamed in one "
+       "`os.replace`. A trial that needs a stage another trial is training waits on `<key>.lock` (O_EXCL, mtime "
+       "heartbeat; stale after 120 s or when its process is gone) rather than the plan ordering them: Tune "
+       "(and Optuna) decide at run time which trials run together, and a lock also covers two grids on one "
+       "storage. The grid's order (S3 before its baselines) keeps such waits rare. Each trial run gets tags "
+       "`s3.stage_cache.<stage>` = trained | reused, `.from` (the run that trained it) and `.key`; "
+       "`run_grid.py --no-stage-cache` turns it off.")
+
+
 def stage_reuse_report(res: dict) -> list[str]:
-    L = ["Every trial of the preset's plan runs twice in one process, interleaved: without the stage cache, "
+    L = [HOW, "", "Every trial of the preset's plan runs twice in one process, interleaved: without the stage cache, "
          "then with one StageCache shared by the grid (trials in the grid's order). Trial-seconds: the sum "
          "of run_trial's seconds (one slot, no Ray/MLflow, which add the same to both). `identical`: the "
          "reused trial's curve and history equal the fresh twin's to the last bit (timings aside).", "",
