@@ -141,6 +141,37 @@ def _data(d: dict) -> list[str]:
     return L
 
 
+BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without reuse (issue 12.1)",
+          "gpu": "7. GPU (issue 12.4): `python -m bench --gpu`"}
+
+
+def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
+    """Replace (or append) the block of each BLOCKS section run in `res`, between its markers in `out`;
+    the rest of the file is left as it is. A block not run this time is carried over from `previous`
+    (the file before write_report rewrote it), so its figures are not lost."""
+    from .gpu import gpu_report
+    from .stage_reuse import stage_reuse_report
+    renders = {"stagecache": stage_reuse_report, "gpu": gpu_report}
+    text = open(out).read() if os.path.exists(out) else "# s3core benchmarks\n"
+    for sec, title in BLOCKS.items():
+        begin, end = f"<!-- bench:{sec} -->", f"<!-- /bench:{sec} -->"
+        if sec not in res:
+            if previous and begin in previous and end in previous and begin not in text:
+                old = previous[previous.index(begin):previous.index(end) + len(end)]
+                text = text.rstrip("\n") + "\n\n" + old + "\n"
+            continue
+        body = "\n".join([begin, f"## {title}", "", f"- Command: `{res['command']}` (profile `{res['profile']}`), "
+                          f"{res['date']}", "", *renders[sec](res[sec]), end])
+        if begin in text and end in text:
+            text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + body + "\n"
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out)
+
+
 def write_report(res: dict, out: str) -> None:
     m = res["machine"]
     gpu = m.get("GPU", "none") != "none"

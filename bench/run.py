@@ -11,6 +11,10 @@ import time
 from .common import load_average, machine_info
 
 SECTIONS = ("moe", "pruning", "data", "orchestration", "probe")
+# sections that write their own block of RESULTS.md (between markers) and leave the rest as it is,
+# so one of them can be measured again alone without wiping the other sections' figures; a run
+# without --only runs them after SECTIONS (not in the tiny profile of the smoke test)
+BLOCK_SECTIONS = ("stagecache",)
 KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 MULTIBENCH = {"name": "MultiBench-like", "d_model": 128, "d_ff": 512, "tokens": 320 * 50, "seq": 50}
 LARGE = {"name": "larger", "d_model": 256, "d_ff": 1024, "tokens": 640 * 50, "seq": 50}
@@ -45,13 +49,13 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
     from .probe_bench import bench_probe
     from .report import write_report
     cfg = PROFILES[profile]
-    only = tuple(only) if only else SECTIONS
+    only = tuple(only) if only else SECTIONS + (BLOCK_SECTIONS if profile != "tiny" else ())
     res = {"profile": profile, "command": command or "python -m bench", "sections_run": list(only),
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": machine_info(), "load_start": load_average()}
     t0 = time.perf_counter()
     timings = {}
-    for sec in SECTIONS:
+    for sec in SECTIONS + BLOCK_SECTIONS:
         if sec not in only:
             continue
         log(f"[bench] {sec} ...")
@@ -64,6 +68,9 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
             res["data"] = bench_data(tmp_root=tmp_root, **cfg["data"])
         elif sec == "probe":
             res["probe"] = bench_probe(**cfg["probe"])
+        elif sec == "stagecache":
+            from .stage_reuse import bench_stage_reuse
+            res["stagecache"] = bench_stage_reuse(profile, log=log)
         else:
             res["orchestration"] = bench_orchestration(quick=profile != "full", profile=profile)
         timings[sec] = time.perf_counter() - s0
@@ -71,7 +78,11 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
     res["section_seconds"] = timings
     res["total_seconds"] = time.perf_counter() - t0
     res["load_end"] = load_average()
-    write_report(res, out)
+    previous = open(out).read() if os.path.exists(out) else None
+    if any(sec not in BLOCK_SECTIONS for sec in only):
+        write_report(res, out)
+    from .report import write_blocks
+    write_blocks(res, out, previous)
     log(f"[bench] wrote {out} ({res['total_seconds']:.0f} s)")
     return res
 
@@ -80,10 +91,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller settings, < 2 minutes")
     ap.add_argument("--out", default=os.path.join("bench", "RESULTS.md"))
-    ap.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    ap.add_argument("--only", choices=SECTIONS + BLOCK_SECTIONS, action="append", help="run only this section (repeatable)")
     ap.add_argument("--profile", choices=tuple(PROFILES), help=argparse.SUPPRESS)  # 'tiny' for the smoke test
+    ap.add_argument("--gpu", action="store_true", help="the GPU checks of issue 12.4 only (bench/gpu.py): "
+                    "correctness of every dispatch on CUDA, MoE/dense with and without torch.compile, host syncs; "
+                    "on a machine without CUDA the correctness part runs on the CPU and the rest is skipped")
     ap.add_argument("--tmp-root", default="/tmp", help="where the data section's temp dir goes")
     args = ap.parse_args(argv)
+    if args.gpu:
+        from .gpu import main as gpu_main
+        return gpu_main(["--out", args.out] + (["--quick"] if args.quick else []))
     profile = args.profile or ("quick" if args.quick else "full")
     argv = sys.argv[1:] if argv is None else list(argv)
     command = "python -m bench" + ("" if not argv else " " + shlex.join(argv))

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report-dir", default="report", help="where the report is written")
     g.add_argument("--storage-path", default=None, help="Ray storage for checkpoints (default ./s3_runs; shared "
                                                         "storage such as s3://... or NFS on multi-node clusters)")
+    g.add_argument("--no-stage-cache", action="store_true",
+                   help="train every stage of every trial: by default a training stage whose inputs (data, s3core "
+                        "source, the config fields it reads, seed) match one already trained loads its result from "
+                        "<storage>/stage-cache instead (s3core/stagecache.py); each run's s3.stage_cache.* tags say "
+                        "which stages were reused and from which run")
     g.add_argument("--resume", action="store_true", help="continue the interrupted grid with the same flags: "
                                                          "finished trials are skipped, the MLflow parent run reused")
     g.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -128,7 +133,7 @@ def overrides_from_args(args: argparse.Namespace):
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, executor=args.executor, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, device=args.device,
-        pending_timeout_s=args.pending_timeout)
+        pending_timeout_s=args.pending_timeout, stage_cache=not args.no_stage_cache)
 
 
 def main(argv=None) -> int:

@@ -128,6 +128,7 @@ class FinalReport(Report):
     seconds: float
     history_len: int
     device: str = "cpu"            # the device the trial really ran on
+    stage_cache: list = dataclasses.field(default_factory=list)   # per stage: s3core StageCache.events
 
     def objective(self) -> float:
         return float(self.summary["best_valid_acc"])
@@ -208,10 +209,21 @@ class Executor(Protocol):
         """The trial's last report on a deterministic failure; may raise ApplicationError."""
 
 
-def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> None:
+def stage_cache_for(spec: TrialSpec, execution: dict | None):
+    """The trial's s3core StageCache, from the execution settings (None when the grid runs without:
+    --no-stage-cache, or storage that is not a local/shared POSIX path)."""
+    if not execution or not execution.get("stage_cache"):
+        return None
+    from s3core.stagecache import StageCache
+    return StageCache(execution["stage_cache"], execution["data_digests"][spec.benchmark],
+                      producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")})
+
+
+def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, execution: dict | None = None) -> None:
     """One trial, the same for every executor: resume from the checkpoint (a finished or failed
     trial reports its end again and computes nothing), run s3core's stages with a checkpoint and
-    an EpochReport after every epoch, then finish with the curve or fail once."""
+    an EpochReport after every epoch (a stage found in the grid's stage cache is loaded, not
+    trained: s3core.stagecache), then finish with the curve or fail once."""
     from s3core.config import check_device
     from s3core.methods import get_method
     from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
@@ -232,13 +244,15 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor) -> N
     try:
         # a GPU that torch lists but cannot use fails here, in one line, not deep in a training step
         check_device(device, probe=True)
+        cache = stage_cache_for(spec, execution)
         result = run_trial(bench, spec.s3_config(device=device), spec.method, on_epoch=on_epoch, resume=resume,
-                           progress=False)
+                           progress=False, stage_cache=cache)
     except application_error_types() as err:
         failed = FailedReport(failure_text(err))
         executor.fail(failed, {"failed": dataclasses.asdict(failed)})
         return
-    final = FinalReport(result.curve, result.summary, result.seconds, len(result.history), device)
+    final = FinalReport(result.curve, result.summary, result.seconds, len(result.history), device,
+                        list(cache.events) if cache is not None else [])
     state = {"final": dataclasses.asdict(final)}
     if result.model is not None:
         # the trained model travels in the final checkpoint; the driver logs it as the run's

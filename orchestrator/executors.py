@@ -68,7 +68,7 @@ def train_loop_per_worker(config: dict) -> None:
         else config["device"]
     torch.set_num_threads(config["threads"])
     bench = ray.get(config["data_ref"][0])       # zero-copy from this node's object store
-    run_trial_body(spec, bench, device, TrainWorkerExecutor())
+    run_trial_body(spec, bench, device, TrainWorkerExecutor(), config.get("execution"))
 
 
 def probe_device(device: str) -> str | None:
@@ -117,7 +117,7 @@ def tune_trial(config: dict, data_refs: dict | None = None) -> None:
         train_loop_per_worker,
         train_loop_config={"spec": spec.to_dict(), "data_ref": data_refs["data"][spec.benchmark],
                            "use_gpu": use_gpu, "threads": worker_threads(execution["cpus_per_worker"]),
-                           "device": execution["device"]},
+                           "device": execution["device"], "execution": execution},
         scaling_config=ray.train.ScalingConfig(num_workers=execution["workers_per_trial"], use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
@@ -172,7 +172,7 @@ def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
     execution = data_refs["execution"]
     torch.set_num_threads(worker_threads(execution["cpus_per_worker"]))
     bench = ray.get(data_refs["data"][spec.benchmark][0])
-    run_trial_body(spec, bench, execution["device"], DirectExecutor())
+    run_trial_body(spec, bench, execution["device"], DirectExecutor(), execution)
 
 
 TRAINABLES = {"train": tune_trial, "direct": tune_trial_direct}

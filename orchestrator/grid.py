@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestrator import mlflow_layout as L
 from orchestrator.progress import ProgressCallback
 from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_resources, data_fingerprint,
-                               plan_execution, reuse_actors)
+                               plan_execution, reuse_actors, stage_cache_dir)
 
 
 @dataclasses.dataclass
@@ -121,6 +121,9 @@ def run(plan: Plan) -> GridResult:
 
     fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
     gid = plan.grid_id(fingerprints)
+    execution = dataclasses.replace(execution, stage_cache=stage_cache_dir(req), data_digests=fingerprints)
+    print(f"stage cache: {execution.stage_cache or 'off'}" + ("" if execution.stage_cache or not req.stage_cache else
+          f" (storage {req.storage_path} is not a POSIX path)"), flush=True)
     print(f"resources: {execution.executor} executor on {execution.device}, {execution.max_concurrent} concurrent "
           f"trial(s), "
           f"{execution.workers_per_trial} worker(s) x "

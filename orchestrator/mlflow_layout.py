@@ -58,6 +58,10 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_CHI = "s3.chi"                     # the chi / batch size a trial trains with (the UI groups by tags)
 TAG_BATCH_SIZE = "s3.batch_size"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+# per training stage, from the stage cache (s3core.stagecache): s3.stage_cache.<stage> = trained |
+# reused, and for a reused one s3.stage_cache.<stage>.from = the MLflow run id that trained it (or
+# "trial <key>" when that run is not in this grid) and .key = the entry's key
+TAG_STAGE_CACHE = "s3.stage_cache"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 EXPERIMENT_PREFIX = "s3-"
@@ -73,6 +77,20 @@ REPORT_ARTIFACT_DIR = "report"
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",
            "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv"]
+
+
+def stage_cache_tags(events: list, run_of_key: dict) -> dict:
+    """Tags of a trial's stage-cache events (FinalReport.stage_cache). run_of_key: trial key -> run id."""
+    tags = {}
+    for e in events:
+        base = f"{TAG_STAGE_CACHE}.{e['stage']}"
+        tags[base] = e["status"]
+        tags[f"{base}.key"] = e["key"]
+        if e["status"] == "reused":
+            producer = e.get("from") or {}
+            key = producer.get("trial_key", "")
+            tags[f"{base}.from"] = run_of_key.get(key) or f"trial {key} ({producer.get('trial', '?')}, grid "                                                          f"{producer.get('parent_run', '?')})"
+    return tags
 
 
 def default_tracking_uri() -> str:

@@ -67,6 +67,7 @@ class Overrides:
     max_failures: int = 2
     device: str = "auto"           # auto: cuda for a trial that holds a GPU, else cpu; cpu forces the CPU
     pending_timeout_s: float | None = None   # fail when trials wait for resources this long with none running
+    stage_cache: bool = True       # reuse finished stages across trials (<storage>/stage-cache); --no-stage-cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +97,7 @@ class ResourceRequest:
     num_gpus: int | None
     device: str = "auto"
     pending_timeout_s: float | None = None
+    stage_cache: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +122,8 @@ class Execution:
     scope: str = ""                # the MLflow parent run: scopes each trial's Ray Train run and checkpoints
     executor: str = "train"        # train | direct, as resolved from the request
     device: str = "cpu"            # what each trial computes on, as resolved from the request
+    stage_cache: str = ""          # the stage cache's directory ("" = off): s3core.stagecache
+    data_digests: dict = dataclasses.field(default_factory=dict)   # benchmark -> data_fingerprint
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -278,7 +282,7 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     resources = ResourceRequest(o.executor, o.gpus_per_trial or 0.0, o.workers_per_trial, o.cpus_per_worker,
                                 o.max_concurrent, o.max_failures,
                                 o.storage_path or str(Path.cwd().resolve() / "s3_runs"), o.ray_address, o.num_cpus,
-                                o.num_gpus, o.device, o.pending_timeout_s)
+                                o.num_gpus, o.device, o.pending_timeout_s, o.stage_cache)
     if resources.device not in ("auto", "cpu", "cuda"):
         raise GridError(f"--device {resources.device!r}: choose auto, cpu or cuda")
     return Plan(preset=preset, studies=studies,
@@ -343,6 +347,15 @@ def plan_execution(request: ResourceRequest, cluster) -> Execution:
     device = request.device if request.device != "auto" else ("cuda" if gpus_per_worker > 0 else "cpu")
     return Execution(workers, cpus, gpus_per_worker, request.max_concurrent or fit.concurrent, request.storage_path,
                      request.max_failures, executor=executor, device=device)
+
+
+def stage_cache_dir(request: ResourceRequest) -> str:
+    """Where the grid's stage results go: <storage>/stage-cache, shared by every trial and every
+    later grid on the same storage; "" (off) for --no-stage-cache or a storage URI (s3://...),
+    which the cache, a POSIX directory with O_EXCL locks, cannot use."""
+    if not request.stage_cache or "://" in request.storage_path:
+        return ""
+    return str(Path(request.storage_path).resolve() / "stage-cache")
 
 
 def reuse_actors(executor: str) -> bool:

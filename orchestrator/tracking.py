@@ -256,6 +256,9 @@ class MlflowTrialLogger(Callback):
             curve_png(done.curve, spec.short(), os.path.join(d, "curve.png"))
             self.client.log_artifacts(run_id, d, artifact_path=L.CURVE_ARTIFACT_DIR)
         self.client.set_tag(run_id, L.TAG_DEVICE, done.device)
+        run_of_key = {key: run.info.run_id for key, run in self.existing.items()}
+        for tag, value in L.stage_cache_tags(done.stage_cache, run_of_key).items():
+            self.client.set_tag(run_id, tag, value)
         # FINISHED once the trial completes (on_trial_complete), after its final checkpoint (the
         # model) is in too: a driver killed before leaves RUNNING, which --resume treats as unfinished
         self.finishing[trial.trial_id] = done

@@ -12,7 +12,9 @@ from s3core.data.base import Benchmark, DataError
 from s3core.encoder import S3Model
 from s3core.methods import METHOD_NAMES as METHODS
 from s3core.methods import get_method
-from s3core.stages import EpochEnd, OnEpoch, choose_on_valid, run_stage, sparsify
+from s3core.distributed import rank_world
+from s3core.stagecache import StageCache, rng_state
+from s3core.stages import SELECTION, SPECIALIZATION, SUPERVISED, EpochEnd, OnEpoch, choose_on_valid, run_stage, sparsify
 from s3core.tensors import BenchmarkTensors, to_tensors
 
 
@@ -83,7 +85,7 @@ def check_fits(data: BenchmarkTensors, cfg: S3Config) -> None:
 
 def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "s3", *,
               on_epoch: OnEpoch | None = None, resume: dict | None = None, progress: bool = True,
-              model: nn.Module | None = None) -> TrialResult:
+              model: nn.Module | None = None, stage_cache: StageCache | None = None) -> TrialResult:
     """Run one method end to end.
 
     Args:
@@ -93,6 +95,10 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         resume: a state from `checkpoint_state`: finished stages are skipped, the interrupted
             one continues from its next epoch with its optimizer state.
         model: optionally a pre-built model (e.g. wrapped for DDP); built here otherwise.
+        stage_cache: a StageCache (s3core.stagecache): a stage whose result is stored there is
+            loaded instead of trained (its epochs replayed to on_epoch), and a stage trained
+            here is stored. What happened per stage lands in stage_cache.events. Off (None)
+            by default, and with more than one data-parallel worker.
     Returns:
         TrialResult with the history (including resumed epochs) and the Stage 3 curve.
     """
@@ -124,7 +130,11 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
     if done_stage is not None and done_stage not in names:
         raise DataError(f"checkpoint is from stage {done_stage!r}, which method {method!r} does not have; "
                         "delete the checkpoint or resume with the method that wrote it")
-    for stage in stages:
+    cache = _StageKeys(stage_cache, cfg, method_entry) if stage_cache is not None and rank_world()[1] == 1 else None
+    if stage_cache is not None:
+        stage_cache.events = []
+    skip_to = -1                   # stages up to this index come from the cache
+    for i, stage in enumerate(stages):
         start, opt_state = 0, None
         if done_stage is not None:
             if names.index(stage.name) < names.index(done_stage):
@@ -133,11 +143,78 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
                 start, opt_state = done_epoch + 1, resume.get("optimizer")
                 if start >= stage.epochs(cfg):
                     continue
-        run_stage(stage, model, data, cfg, start_epoch=start, optimizer_state=opt_state, on_epoch=record,
-                  progress=progress)
+        if i <= skip_to:
+            continue
+        if cache is None or start > 0 or stage.epochs(cfg) == 0:
+            run_stage(stage, model, data, cfg, start_epoch=start, optimizer_state=opt_state, on_epoch=record,
+                      progress=progress)
+            continue
+        # the deepest stage already stored, without waiting on any lock; else claim this one
+        j, entry = cache.deepest(i)
+        if entry is not None:
+            cache.reuse(j, entry, model, history, record)
+            skip_to = j
+            continue
+        with stage_cache.claim(cache.keys[i][0]) as entry:
+            if entry is not None:      # another trial trained it while this one waited
+                cache.reuse(i, entry, model, history, record)
+                continue
+            t_stage = time.perf_counter()
+            run_stage(stage, model, data, cfg, start_epoch=0, optimizer_state=None, on_epoch=record,
+                      progress=progress)
+            cache.stored(i, model, history, time.perf_counter() - t_stage)
     curve = sparsify(_unwrap(model), data, cfg, progress=progress)
     return TrialResult(method, cfg.to_dict(), history, curve, summarize(curve), time.perf_counter() - t0,
                        _unwrap(model))
+
+
+class _StageKeys:
+    """run_trial's view of a StageCache: the key of each stage prefix of this method and config,
+    and how an entry is taken (weights, RNG streams, history replayed) or stored."""
+
+    def __init__(self, cache: StageCache, cfg: S3Config, method_entry):
+        self.cache, self.stages, self.cfg = cache, method_entry.stages, cfg
+        head = method_entry.head
+        head_name = None if head is None else f"{head.__module__}.{head.__qualname__}"
+        self.keys = []
+        for i in range(len(self.stages)):
+            later = {f for s in self.stages[i + 1:] for f in s.own_fields} - \
+                    {f for s in self.stages[:i + 1] for f in s.own_fields}
+            # a stage of another method (SELECTION for s3_no_select) reads its own fields nowhere here
+            absent = {f for s in _ALL_STAGES if s.name not in {t.name for t in self.stages} for f in s.own_fields}
+            self.keys.append(cache.key(cfg, [s.name for s in self.stages[:i + 1]], later | absent, head_name))
+
+    def deepest(self, first: int) -> tuple[int, dict | None]:
+        for j in range(len(self.stages) - 1, first - 1, -1):
+            entry = self.cache.load(self.keys[j][0])
+            if entry is not None:
+                return j, entry
+        return first, None
+
+    def reuse(self, j: int, entry: dict, model: nn.Module, history: list, record) -> None:
+        """Take stage j's entry: its weights and RNG streams, and replay the epochs of the stages
+        this trial has not run yet to `record` (a checkpoint then resumes after stage j)."""
+        _unwrap(model).load_state_dict(entry["model"])
+        restore_rng(entry)
+        have = {(h["stage"], h["epoch"]) for h in history}
+        last = self.stages[j]
+        replay = [h for h in entry["history"] if (h["stage"], h["epoch"]) not in have]
+        at = (last.name, last.epochs(self.cfg) - 1, history + replay)
+        for h in replay:
+            metrics = {k: v for k, v in h.items() if k not in ("stage", "epoch")}
+            record(EpochEnd(h["stage"], h["epoch"], metrics, model, None, checkpoint_at=at))
+        producer = entry["meta"].get("producer", {})
+        for s in self.stages[:j + 1]:
+            if not any(e["stage"] == s.name for e in self.cache.events):
+                self.cache.events.append({"stage": s.name, "status": "reused", "key": self.keys[j][0],
+                                          "from": producer})
+
+    def stored(self, i: int, model: nn.Module, history: list, seconds: float) -> None:
+        key, ident = self.keys[i]
+        state = {"model": _unwrap(model).state_dict(), "history": list(history), **rng_state()}
+        self.cache.store(key, state, ident)
+        self.cache.events.append({"stage": self.stages[i].name, "status": "trained", "key": key,
+                                  "seconds": seconds})
 
 
 def trained_model_state(model: nn.Module, data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str) -> dict:
@@ -164,6 +241,9 @@ def model_from_state(state: dict) -> tuple[nn.Module, S3Config]:
     return model.eval(), cfg
 
 
+_ALL_STAGES = (SPECIALIZATION, SELECTION, SUPERVISED)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
@@ -172,8 +252,12 @@ def checkpoint_state(ev: EpochEnd) -> dict:
     """Everything a resume needs after `ev`: model, optimizer, stage/epoch, history, and the
     global RNG streams (dropout draws from them; shuffling and augmentation use their own
     per-epoch generators, see stages.epoch_generator)."""
-    state = {"model": _unwrap(ev.model).state_dict(), "optimizer": ev.optimizer.state_dict(),
-             "stage": ev.stage, "epoch": ev.epoch, "history": list(ev.history or []),
+    # an epoch replayed from the stage cache checkpoints as the end of the stage it came with
+    # (the whole stage, its history included: a resume from it replays nothing and trains on)
+    stage, epoch, history = ev.checkpoint_at or (ev.stage, ev.epoch, ev.history or [])
+    state = {"model": _unwrap(ev.model).state_dict(),
+             "optimizer": None if ev.optimizer is None else ev.optimizer.state_dict(),
+             "stage": stage, "epoch": epoch, "history": list(history),
              "torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()

@@ -44,6 +44,8 @@ class EpochEnd:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     history: list | None = None    # the trial's history so far, this epoch included (set by run_trial)
+    checkpoint_at: tuple | None = None  # (stage, epoch, history): where a resume continues, when not
+                                   # here: an epoch replayed from the stage cache (s3core.stagecache)
 
 
 OnEpoch = Callable[[EpochEnd], None]
@@ -174,6 +176,10 @@ class Stage:
         loss: (model, data, cfg, batch indices, generator) -> (total loss, {part: scalar}).
         trains: parameter name -> whether it trains in this stage (the rest stay bit-identical).
         lr_field, epochs_field: S3Config fields giving the learning rate and the epoch count.
+        own_fields: S3Config fields that this stage reads and no other training stage does. The
+            stage cache (s3core.stagecache) leaves them out of the keys of the stages before
+            it, so a sweep of them reuses those stages. Claim a field here only if no other
+            stage reads it: a wrong claim would be a false cache hit.
     """
 
     name: str
@@ -181,6 +187,7 @@ class Stage:
     trains: Callable[[str], bool]
     lr_field: str
     epochs_field: str
+    own_fields: tuple[str, ...] = ()
 
     def epochs(self, cfg: S3Config) -> int:
         return getattr(cfg, self.epochs_field)
@@ -203,7 +210,8 @@ def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx
 
 # Stage 1 trains everything with L_special; Stage 2 only the routers W_g with L_select.
 SPECIALIZATION = Stage("special", special_loss, _every_param, "lr", "epochs_special")
-SELECTION = Stage("select", select_loss, is_router_param, "lr_select", "epochs_select")
+SELECTION = Stage("select", select_loss, is_router_param, "lr_select", "epochs_select",
+                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select"))
 SUPERVISED = Stage("supervised", supervised_loss, _every_param, "lr", "epochs_special")
 
 

@@ -1,0 +1,244 @@
+"""Content-addressed stage results: a grid never trains the same stage twice.
+
+A training stage's result (the model after it, the global RNG streams, and the trial's history
+so far) is stored under a key that hashes everything it depends on:
+
+- the data: the benchmark's content digest (s3core.data.base.content_digest), from the caller;
+- the code: a SHA-256 of s3core's own source files plus the torch / numpy / scikit-learn
+  versions (`code_digest`). Not the git commit: a commit says nothing about uncommitted edits
+  (``s3.code_version`` is ``<sha>-dirty`` for any of them), and a false hit would pass results
+  of other code off as this code's. Content also survives commits that leave s3core alone;
+- the method's stages up to and including this one (their names) and its task head;
+- the config: every S3Config field except those only Stage 3 reads (STAGE3_ONLY_FIELDS) and
+  those only a *later* training stage reads (each Stage's ``own_fields``). Everything else is
+  in, execution fields too (device, dispatch, bf16: they change the numbers), and the seed;
+- the number of data-parallel workers (DDP changes how losses are summed; run_trial turns the
+  cache off with more than one worker anyway).
+
+A wrong exclusion would be a false hit that silently corrupts results, a wrong inclusion only a
+miss, so the exclusions are few and each is tested (tests/s3core/test_stagecache.py: changing an
+excluded field leaves the stage's output bit-identical).
+
+Entries are directories ``<root>/<key>/`` (``state.pt``: model weights, RNG, history; ``meta.json``:
+what the key hashed and who wrote it), written into a temporary directory and renamed into place
+in one ``os.replace``: a writer killed half-way leaves only a ``.tmp-*`` directory that no reader
+takes. Two trials that need the same stage at once: the first takes ``<root>/<key>.lock``
+(O_EXCL), trains, stores, releases; the second waits for the entry. The holder refreshes the
+lock's mtime every `heartbeat_s`; a lock older than `stale_after_s`, or of a dead process on this
+host, is stale and taken over. The lock saves duplicate work only; correctness never rests on it
+(an entry is complete or absent, and two writers of one key write the same content).
+
+Pure PyTorch: no Ray, no MLflow. The orchestrator passes the directory (under the grid's storage).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from s3core.config import S3Config
+
+FORMAT = 1
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+# Read by Stage 3 (sparsify + the final probe) and by no training stage: quick_valid_acc, the
+# per-epoch probe, uses its own l2 and max_iter, p = 1 and no pruning scope. eval_batch_size,
+# probe_backend and epoch_probe stay in the key: the per-epoch probe in the history reads them.
+STAGE3_ONLY_FIELDS = ("keep_ratios", "prune_scope", "probe", "probe_max_iter", "probe_l2")
+
+
+def code_digest() -> str:
+    """SHA-256 (32 hex) of every .py file of the s3core package (path and bytes) and the versions
+    of the libraries whose numerics a stage uses."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    versions = {"torch": torch.__version__}
+    for name in ("numpy", "sklearn"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    h.update(json.dumps(versions, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def key_fields(cfg: S3Config, stage_names: list[str], later_own_fields: set[str]) -> dict:
+    """The config fields the key of a stage prefix hashes: all but Stage 3's and later stages' own."""
+    drop = set(STAGE3_ONLY_FIELDS) | later_own_fields
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in drop}
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+@dataclass
+class StageCache:
+    """A directory of stage results, shared by every trial of a grid (and by later grids).
+
+    Args:
+        root: the directory (created on first write); a POSIX path, shared storage on a cluster.
+        data_digest: the benchmark's content digest (content_digest / orchestrator data_fingerprint).
+        producer: who this process is (e.g. {"trial_key", "trial", "parent_run"}), written into
+            every entry it stores so a trial that reuses it can say from which run it came.
+        code: the code digest (default: code_digest() of this checkout).
+        stale_after_s: a lock not refreshed for this long is stale (its holder died elsewhere).
+        heartbeat_s: how often a holder refreshes its lock.
+        poll_s: how often a waiter looks for the entry.
+    """
+
+    root: str
+    data_digest: str
+    producer: dict = field(default_factory=dict)
+    code: str = field(default_factory=code_digest)
+    stale_after_s: float = 120.0
+    heartbeat_s: float = 10.0
+    poll_s: float = 0.5
+    events: list = field(default_factory=list)   # one dict per cached stage of the last trial
+
+    # ------------------------------------------------------------------------------ keys
+
+    def key(self, cfg: S3Config, stage_names: list[str], later_own_fields: set[str], head: str | None,
+            world: int = 1) -> tuple[str, dict]:
+        """(key, what it hashes) of the result after the stages `stage_names` (in order)."""
+        ident = {"format": FORMAT, "data": self.data_digest, "code": self.code, "stages": list(stage_names),
+                 "head": head, "world": world, "config": key_fields(cfg, stage_names, later_own_fields)}
+        return hashlib.sha256(_canon(ident).encode()).hexdigest()[:32], ident
+
+    def _dir(self, key: str) -> Path:
+        return Path(self.root) / key
+
+    def _lock(self, key: str) -> Path:
+        return Path(self.root) / f"{key}.lock"
+
+    # ----------------------------------------------------------------------- read / write
+
+    def load(self, key: str) -> dict | None:
+        """The entry stored under `key`, or None. An entry is a whole directory or nothing."""
+        path = self._dir(key) / STATE_FILE
+        if not path.is_file():
+            return None
+        # weights_only: an entry is data, possibly written by another machine; loading runs no code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open(self._dir(key) / META_FILE) as f:
+            state["meta"] = json.load(f)
+        return state
+
+    def store(self, key: str, state: dict, ident: dict) -> bool:
+        """Write `state` under `key` atomically. False when another writer got there first."""
+        root = Path(self.root)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            torch.save(state, tmp / STATE_FILE)
+            meta = {"key": key, "ident": ident, "producer": self.producer, "written_at": time.time()}
+            with open(tmp / META_FILE, "w") as f:
+                f.write(_canon(meta))
+            try:
+                os.replace(tmp, self._dir(key))     # one rename: readers see all of it or nothing
+            except OSError:
+                if self._dir(key).is_dir():         # another writer stored the same key first
+                    return False
+                raise
+            return True
+        finally:
+            if tmp.exists():
+                for p in tmp.iterdir():
+                    p.unlink()
+                tmp.rmdir()
+
+    # ----------------------------------------------------------------------------- locks
+
+    def _lock_is_stale(self, path: Path) -> str | None:
+        """The lock's token when it is stale (holder gone), else None."""
+        try:
+            text = path.read_text()
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(text)
+        except ValueError:      # a holder between create and write: give it stale_after_s
+            info = {}
+        if age > self.stale_after_s:
+            return text
+        if info.get("host") == socket.gethostname() and info.get("pid"):
+            try:
+                os.kill(int(info["pid"]), 0)
+            except ProcessLookupError:
+                return text
+            except PermissionError:
+                pass
+        return None
+
+    def _try_lock(self, key: str) -> bool:
+        path = self._lock(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            stale = self._lock_is_stale(path)
+            if stale is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    if path.read_text() == stale:    # still the stale one, not a new holder's
+                        path.unlink()
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex,
+                                "producer": self.producer}))
+        return True
+
+    @contextlib.contextmanager
+    def claim(self, key: str):
+        """Yield the stored entry, or None when this caller must train the stage (it then holds the
+        key's lock until the block ends; store() inside the block). Waits while another holds it."""
+        while True:
+            entry = self.load(key)
+            if entry is not None:
+                yield entry
+                return
+            if self._try_lock(key):
+                break
+            time.sleep(self.poll_s)
+        lock = self._lock(key)
+        stop = threading.Event()
+
+        def heartbeat():
+            while not stop.wait(self.heartbeat_s):
+                with contextlib.suppress(OSError):
+                    os.utime(lock)
+
+        beat = threading.Thread(target=heartbeat, daemon=True, name="stagecache-heartbeat")
+        beat.start()
+        try:
+            entry = self.load(key)       # stored between our last look and the lock
+            yield entry
+        finally:
+            stop.set()
+            beat.join()
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+
+def rng_state() -> dict:
+    state = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+__all__ = ["StageCache", "STAGE3_ONLY_FIELDS", "code_digest", "key_fields", "rng_state"]
