@@ -318,7 +318,8 @@ def test_a_rerun_without_resume_recomputes_under_new_code(tmp_path, grid_runner,
     seen = {}
     for commit in ("a" * 40, "b" * 40):
         monkeypatch.setenv("S3_GIT_COMMIT", commit)
-        proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "train")
+        # without the stage cache, which would (rightly) reuse stages here: S3_GIT_COMMIT changes, the source does not
+        proc = grid_runner(tmp_path, "--preset", "smoke", "--executor", "train", "--no-stage-cache")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
         exp = client.get_experiment_by_name("s3-synthetic")
