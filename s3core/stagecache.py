@@ -13,7 +13,8 @@ so far) is stored under a key that hashes everything it depends on:
   those only a *later* training stage reads (each Stage's ``own_fields``). Everything else is
   in, execution fields too (device, dispatch, bf16: they change the numbers), and the seed;
 - the number of data-parallel workers (DDP changes how losses are summed; run_trial turns the
-  cache off with more than one worker anyway).
+  cache off with more than one worker anyway), and torch's intra-op thread count (it changes
+  the rounding of float sums).
 
 A wrong exclusion would be a false hit that silently corrupts results, a wrong inclusion only a
 miss, so the exclusions are few and each is tested (tests/s3core/test_stagecache.py: changing an
@@ -114,8 +115,11 @@ class StageCache:
     def key(self, cfg: S3Config, stage_names: list[str], later_own_fields: set[str], head: str | None,
             world: int = 1) -> tuple[str, dict]:
         """(key, what it hashes) of the result after the stages `stage_names` (in order)."""
+        # the torch thread count too: a float sum's rounding depends on it (1 and 2 threads gave losses
+        # 2e-7 apart after 6 epochs here), and a hit must be bit-identical to training it now
         ident = {"format": FORMAT, "data": self.data_digest, "code": self.code, "stages": list(stage_names),
-                 "head": head, "world": world, "config": key_fields(cfg, stage_names, later_own_fields)}
+                 "head": head, "world": world, "threads": torch.get_num_threads(),
+                 "config": key_fields(cfg, stage_names, later_own_fields)}
         return hashlib.sha256(_canon(ident).encode()).hexdigest()[:32], ident
 
     def _dir(self, key: str) -> Path:
