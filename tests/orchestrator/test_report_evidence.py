@@ -36,7 +36,8 @@ def _frames():
                            "n_points": len(ps)})
             for p in ps:
                 points.append({"run_id": run_id, "benchmark": BENCH, "keep_ratio": p, "test_acc": acc - (1 - p),
-                               "valid_acc": acc, "expert_flops": np.nan if flops is None else flops * p, "seed": seed})
+                               "valid_acc": acc, "expert_flops": np.nan if flops is None else flops * p * (1 + 0.01 * seed),
+                               "seed": seed})
     add("s3", 4, S3_ACC, 1e6)
     add("s3_no_select", 4, ABL_ACC, 1e6)
     add("clip", 1, CLIP_ACC, 1e6)
@@ -67,7 +68,7 @@ def test_frontier_points_average_over_seeds_and_plot():
     scores, points, configs = _frames()
     frontier = evidence.frontier_points(BENCH, points, configs)
     s3 = frontier[frontier["label"] == "S3 χ=4"].set_index("keep_ratio")
-    assert s3.loc[0.5, "expert_flops"] == 0.5e6 and s3.loc[0.5, "n"] == 5
+    assert s3.loc[0.5, "expert_flops"] == pytest.approx(0.5e6 * 1.02) and s3.loc[0.5, "n"] == 5   # mean over seeds
     assert s3.loc[0.1, "test_acc"] == pytest.approx(np.mean(list(S3_ACC.values())) - 0.9)
     assert frontier[frontier["method"] == "raw_probe"]["expert_flops"].isna().all()
     png = plots.plot_frontier(BENCH, frontier)
@@ -105,3 +106,47 @@ def test_expert_metric_rows_and_heatmaps():
     png = plots.plot_expert_usage("synthetic χ=4", panels)
     assert png.startswith(PNG_MAGIC)
     assert plots.plot_expert_usage("x", []) is None
+
+
+def test_build_report_reads_the_expert_arrays_and_writes_the_evidence(tmp_path):
+    """A store as the orchestrator writes it (curve with FLOPs, summary, experts/ metrics and the
+    npz artifact): the report has the paired table, the frontier and one heatmap per chi."""
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import mlflow_layout as layout
+    from orchestrator.report import build_report
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("s3-synthetic", artifact_location=(tmp_path / "artifacts").as_uri())
+    now = int(time.time() * 1000)
+    for method, chi, accs in (("s3", 4, S3_ACC), ("s3_no_select", 4, ABL_ACC), ("clip", 1, CLIP_ACC)):
+        for seed in (0, 1, 2):
+            acc = accs[seed] / 100
+            ps = PS if chi > 1 else (1.0,)
+            run_id = client.create_run(exp, tags={layout.TAG_ROLE: layout.ROLE_TRIAL, layout.TAG_METHOD: method,
+                                                  layout.TAG_SEED: str(seed), layout.TAG_BENCHMARK: "synthetic"},
+                                       run_name=f"{method}-{seed}").info.run_id
+            curve = [{"keep_ratio": p, "valid_acc": acc, "test_acc": acc - 0.01 * (1 - p), "valid_f1": acc,
+                      "test_f1": acc, "expert_flops": 1e6 * p, "embed_s": 0.1} for p in ps]
+            summary = {"best_keep_ratio": ps[0], "best_valid_acc": acc, "test_acc_at_best": acc,
+                       "test_f1_at_best": acc, "test_acc_no_prune": acc, "valid_acc_no_prune": acc}
+            metrics = [Metric(k, v, now, s) for k, v, s in layout.curve_metrics(curve)]
+            metrics += [Metric(k, v, now, 0) for k, v in summary.items()]
+            if chi > 1:
+                analysis = _analysis(0.5, seed)
+                metrics += [Metric(layout.EXPERTS_PREFIX + k, v, now, 0) for k, v in analysis.to_metrics().items()]
+                analysis.save(tmp_path / layout.EXPERTS_FILE)
+                client.log_artifact(run_id, str(tmp_path / layout.EXPERTS_FILE), layout.EXPERTS_ARTIFACT_DIR)
+            client.log_batch(run_id, metrics=metrics, params=[Param("chi", str(chi)), Param("seed", str(seed)),
+                                                              Param("method", method)])
+            client.set_terminated(run_id)
+    result = build_report(client, ["s3-synthetic"], tmp_path / "report", progress=None)
+    names = {p.name for p in result.paths}
+    assert {"frontier_synthetic.png", "experts_synthetic_chi4.png"} <= names
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Paired differences over seeds" in text and "no measurable difference" in text
+    assert "dsc/x1-x2/L0" in text
+    assert "no raw-feature reference row" in text     # synthetic without raw_probe: the note
