@@ -28,6 +28,7 @@ from s3core.config import S3Config
 
 CHECKPOINT_FILE = "state.pt"
 TRAINED_MODEL_KEY = "trained_model"   # in a finished trial's checkpoint: s3core.pipeline.trained_model_state
+EXPERTS_KEY = "expert_analysis_npz"   # and its expert analysis: ExpertAnalysis.to_bytes() as a uint8 tensor
 
 
 class ApplicationError(RuntimeError):
@@ -129,6 +130,7 @@ class FinalReport(Report):
     history_len: int
     device: str = "cpu"            # the device the trial really ran on
     stage_cache: list = dataclasses.field(default_factory=list)   # per stage: s3core StageCache.events
+    experts: dict = dataclasses.field(default_factory=dict)  # ExpertAnalysis.to_metrics(); {} without experts
 
     def objective(self) -> float:
         return float(self.summary["best_valid_acc"])
@@ -251,9 +253,13 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, exec
         failed = FailedReport(failure_text(err))
         executor.fail(failed, {"failed": dataclasses.asdict(failed)})
         return
+    experts = result.experts.to_metrics() if result.experts is not None else {}
     final = FinalReport(result.curve, result.summary, result.seconds, len(result.history), device,
-                        list(cache.events) if cache is not None else [])
+                        list(cache.events) if cache is not None else [], experts)
     state = {"final": dataclasses.asdict(final)}
+    if result.experts is not None:
+        # the arrays travel in the final checkpoint (a tensor loads with weights_only); the driver logs them
+        state[EXPERTS_KEY] = torch.frombuffer(bytearray(result.experts.to_bytes()), dtype=torch.uint8)
     if result.model is not None:
         # the trained model travels in the final checkpoint; the driver logs it as the run's
         # model artifact, so Stage 3 can run again on it (orchestrator.resweep) without retraining
@@ -262,6 +268,6 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, exec
     executor.finish(final, state)
 
 
-__all__ = ["TRAINED_MODEL_KEY", "TrialSpec", "Report", "EpochReport", "FinalReport", "DoneReport", "FailedReport", "ApplicationError",
+__all__ = ["TRAINED_MODEL_KEY", "EXPERTS_KEY", "TrialSpec", "Report", "EpochReport", "FinalReport", "DoneReport", "FailedReport", "ApplicationError",
            "CHECKPOINT_FILE", "load_checkpoint_state", "write_checkpoint_state", "resume_state", "worker_threads",
            "run_trial_body", "Executor", "failure_text", "application_error_types"]

@@ -24,12 +24,18 @@ Layout
     - the curve: CURVE_METRICS and ``keep_ratio`` itself at step = curve_step(p) = p in per
       mille (p = 0.3 -> step 300), so the chart of ``valid_acc`` against ``keep_ratio`` (or
       against step) is the accuracy-vs-keep-ratio curve. s3core refuses a p finer than 1/1000
-      (config.KEEP_RATIO_RESOLUTION), so every p survives exactly;
+      (config.KEEP_RATIO_RESOLUTION), so every p survives exactly. At the same steps, the
+      point's cost (CURVE_COST_METRICS, when the trial reports them): ``expert_flops``, the
+      expert FLOPs per test sample its forwards computed (s3core.flops), and ``embed_s``, the
+      seconds spent embedding the three splits;
     - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
-      computed once by s3core (pipeline.summarize); the report reads it, never recomputes it.
+      computed once by s3core (pipeline.summarize); the report reads it, never recomputes it;
+    - the expert analysis (s3core.expert_trial, methods with more than one expert), step 0:
+      ``experts/<key>`` for every key of ExpertAnalysis.to_metrics (DSC per layer, ...).
   artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``, and for a method
   with an encoder ``model/model.pt`` (weights, config, method and data shapes: what
-  ``python -m orchestrator.resweep`` runs Stage 3 on again).
+  ``python -m orchestrator.resweep`` runs Stage 3 on again), and with the expert analysis
+  ``experts/expert_analysis.npz`` (ExpertAnalysis.save: every array, no pickles).
 """
 from __future__ import annotations
 
@@ -69,11 +75,15 @@ STAGE_PREFIXES = ("special", "select", "supervised")
 KEEP_RATIO_METRIC = "keep_ratio"
 CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
-CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction", "embed_s")   # in curve.csv when the trial reports them
+CURVE_COST_METRICS = ("expert_flops", "embed_s")    # logged at the curve steps when the trial reports them
+CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction") + CURVE_COST_METRICS   # in curve.csv when the trial reports them
 CURVE_ARTIFACT_DIR = "curve"
 MODEL_ARTIFACT_DIR = "model"          # model/model.pt: s3core.pipeline.trained_model_state (torch.save)
 MODEL_FILE = "model.pt"
 REPORT_ARTIFACT_DIR = "report"
+EXPERTS_PREFIX = "experts/"           # metric keys of the expert analysis; also its artifact folder
+EXPERTS_ARTIFACT_DIR = "experts"
+EXPERTS_FILE = "expert_analysis.npz"
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",
            "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv"]
@@ -120,12 +130,13 @@ def epoch_metric_key(stage: str, name: str) -> str:
 
 
 def curve_metrics(curve: list[dict]) -> list[tuple[str, float, int]]:
-    """(key, value, step) for every curve point: CURVE_METRICS and the keep-ratio itself."""
+    """(key, value, step) for every curve point: CURVE_METRICS, the keep-ratio itself and the
+    point's cost (CURVE_COST_METRICS) where the row has it."""
     steps = [curve_step(row[KEEP_RATIO_METRIC]) for row in curve]
     if len(set(steps)) != len(steps):
         raise ConfigError(f"the curve repeats a keep-ratio: {[row[KEEP_RATIO_METRIC] for row in curve]}")
     return [(key, float(row[key]), step) for row, step in zip(curve, steps)
-            for key in CURVE_COLUMNS if key in row]
+            for key in CURVE_COLUMNS + CURVE_COST_METRICS if key in row]
 
 
 def _latest_by_step(history) -> dict[int, float]:
@@ -138,16 +149,18 @@ def _latest_by_step(history) -> dict[int, float]:
 
 
 def read_curve(client, run_id: str) -> list[dict]:
-    """The curve a run logged, one dict per keep-ratio (CURVE_COLUMNS present), p descending.
+    """The curve a run logged, one dict per keep-ratio (CURVE_COLUMNS present, and the
+    CURVE_COST_METRICS the run logged), p descending.
 
     The keep-ratio is the logged ``keep_ratio`` metric where there is one (exact), else
     step / KEEP_RATIO_RESOLUTION (runs logged before the metric existed)."""
-    columns = {key: _latest_by_step(client.get_metric_history(run_id, key)) for key in CURVE_COLUMNS}
+    columns = {key: _latest_by_step(client.get_metric_history(run_id, key))
+               for key in CURVE_COLUMNS + CURVE_COST_METRICS}
     steps = sorted(set().union(*(columns[k] for k in CURVE_METRICS)), reverse=True)
     rows = []
     for step in steps:
         row = {KEEP_RATIO_METRIC: columns[KEEP_RATIO_METRIC].get(step, step / KEEP_RATIO_RESOLUTION)}
-        row.update({key: columns[key][step] for key in CURVE_METRICS if step in columns[key]})
+        row.update({key: columns[key][step] for key in CURVE_METRICS + CURVE_COST_METRICS if step in columns[key]})
         rows.append(row)
     return rows
 

@@ -22,7 +22,7 @@ from ray.tune import Callback
 from s3core.methods import get_method
 
 from orchestrator import mlflow_layout as L
-from orchestrator.contract import TRAINED_MODEL_KEY, DoneReport, EpochReport, Report, TrialSpec, resume_state
+from orchestrator.contract import EXPERTS_KEY, TRAINED_MODEL_KEY, DoneReport, EpochReport, Report, TrialSpec, resume_state
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
@@ -250,6 +250,7 @@ class MlflowTrialLogger(Callback):
         for step, values in points.items():
             self._log_metrics(run_id, values, step)
         self._log_metrics(run_id, done.summary, 0)
+        self._log_metrics(run_id, {L.EXPERTS_PREFIX + k: v for k, v in done.experts.items()}, 0)
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "curve.csv"), "w") as f:
                 f.write(L.curve_csv(done.curve))
@@ -264,7 +265,8 @@ class MlflowTrialLogger(Callback):
         self.finishing[trial.trial_id] = done
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        """A finished trial's last checkpoint holds its trained model: the run's model artifact."""
+        """A finished trial's last checkpoint holds its trained model and its expert analysis:
+        the run's model artifact and experts/expert_analysis.npz."""
         if trial.trial_id not in self.finishing:
             return
         state = resume_state(checkpoint)
@@ -272,6 +274,11 @@ class MlflowTrialLogger(Callback):
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state[TRAINED_MODEL_KEY], os.path.join(d, L.MODEL_FILE))
                 self.client.log_artifacts(self._run_id(trial), d, artifact_path=L.MODEL_ARTIFACT_DIR)
+        if state and EXPERTS_KEY in state:
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, L.EXPERTS_FILE), "wb") as f:
+                    f.write(state[EXPERTS_KEY].numpy().tobytes())
+                self.client.log_artifacts(self._run_id(trial), d, artifact_path=L.EXPERTS_ARTIFACT_DIR)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = self.finishing.pop(trial.trial_id, None)

@@ -2,10 +2,8 @@
 
 Pure torch/numpy (no Ray, no MLflow). Three parts:
 
-1. `raw_feature_embeddings(split)`: the raw-feature reference 'method': per sample, the mean over
-   real time steps of each modality's raw features, concatenated. Fed to the same linear probe
-   as any method's embeddings, it says how much of a label a linear read-out of the inputs gets;
-   `raw_feature_probe(bench)` runs that probe.
+1. `raw_feature_embeddings(split)`, `raw_feature_probe(bench)`: the raw-feature reference
+   (s3core.raw_features, re-exported here).
 
 2. `analyse_experts(model, data, split, keep_ratio, ...)` -> `ExpertAnalysis`, per modality and
    MoE layer. The router's choices are read with forward hooks (a pre-hook on each `MoEFFN` for
@@ -43,6 +41,7 @@ Pure torch/numpy (no Ray, no MLflow). Three parts:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -54,121 +53,13 @@ import torch
 from torch import Tensor
 
 from s3core.atomic import atomic_file
+from s3core.divergence import entropy_bits as _entropy_bits
+from s3core.divergence import generalised_js, js_divergence, min_cost_assignment  # noqa: F401 (re-exported)
 from s3core.moe import num_kept, top_pairs
+from s3core.raw_features import raw_feature_embeddings, raw_feature_probe  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------------------------
-# 1. the raw-feature reference
-
-
-def raw_feature_embeddings(split, modalities=None):
-    """Mean over the real (mask True) steps of each modality's raw features, concatenated.
-
-    Args:
-        split: a data Split (numpy) or a tensors SplitTensors (torch): anything with
-            `.features` {m: (N, T_m, D_m)} and `.masks` {m: (N, T_m) bool}.
-        modalities: the order of the blocks; default the split's own order.
-    Returns:
-        (N, sum_m D_m) float32, numpy for a numpy split and a torch tensor (on the split's
-        device) for a torch one. A sample with no real step of a modality gets zeros there.
-    """
-    modalities = tuple(split.features) if modalities is None else tuple(modalities)
-    blocks = []
-    for m in modalities:
-        x, mask = split.features[m], split.masks[m]
-        if isinstance(x, Tensor):
-            w = mask.to(torch.float32).unsqueeze(2)                                  # (N, T, 1)
-            blocks.append((x.float() * w).sum(1) / w.sum(1).clamp_min(1.0))
-        else:
-            w = np.asarray(mask, dtype=np.float32)[:, :, None]
-            blocks.append((np.asarray(x, dtype=np.float32) * w).sum(1) / np.maximum(w.sum(1), 1.0))
-    if blocks and isinstance(blocks[0], Tensor):
-        return torch.cat(blocks, 1)
-    return np.concatenate(blocks, 1).astype(np.float32)
-
-
-def raw_feature_probe(bench, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), backend: str = "auto", max_iter: int = 1000):
-    """The raw-feature reference on a Benchmark: `linear_probe` (train fits, valid chooses the L2,
-    test scores) on `raw_feature_embeddings` of each split. Returns a ProbeResult."""
-    from s3core.probe import linear_probe
-
-    xs = [(torch.from_numpy(raw_feature_embeddings(bench[s], bench.modalities)),
-           torch.from_numpy(np.asarray(bench[s].labels, dtype=np.int64))) for s in ("train", "valid", "test")]
-    return linear_probe(*xs, num_classes=bench.num_classes, l2_grid=l2_grid, max_iter=max_iter, backend=backend)
-
-
-# ----------------------------------------------------------------------------------------------
-# 2. expert analysis: divergences and matching
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon divergence in bits between distributions on the last axis (0 log 0 = 0).
-
-    Rows need not be normalised (they are); a row of zeros or NaN gives NaN."""
-    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = p / p.sum(-1, keepdims=True)
-        q = q / q.sum(-1, keepdims=True)
-        mid = 0.5 * (p + q)
-        kl = lambda a: np.where(a > 0, a * np.log2(a / np.where(mid > 0, mid, 1.0)), 0.0).sum(-1)  # noqa: E731
-        out = 0.5 * kl(p) + 0.5 * kl(q)
-    bad = ~(np.isfinite(p).all(-1) & np.isfinite(q).all(-1))
-    return np.where(bad, np.nan, np.clip(out, 0.0, 1.0))
-
-
-def _entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
-
-
-def generalised_js(rows: np.ndarray) -> float:
-    """JS divergence (bits) of several distributions (rows, equal weights): H(mean) - mean H.
-    Rows with NaN (an absent class) are left out; fewer than 2 rows give NaN."""
-    rows = np.asarray(rows, dtype=np.float64)
-    rows = rows[np.isfinite(rows).all(1)]
-    if len(rows) < 2:
-        return float("nan")
-    return float(max(0.0, _entropy_bits(rows.mean(0)) - _entropy_bits(rows).mean()))
-
-
-def min_cost_assignment(cost: np.ndarray) -> np.ndarray:
-    """Exact minimum-cost perfect matching of a square cost matrix (Hungarian algorithm, O(n^3)).
-
-    Returns col (n,): row i is matched to column col[i]. (numpy only: s3core needs no scipy.)"""
-    cost = np.asarray(cost, dtype=np.float64)
-    n = cost.shape[0]
-    if cost.shape != (n, n):
-        raise ValueError(f"min_cost_assignment needs a square matrix, got {cost.shape}")
-    u, v = np.zeros(n + 1), np.zeros(n + 1)
-    match = np.zeros(n + 1, dtype=np.int64)  # match[j]: the row (1-based) matched to column j; 0 = none
-    way = np.zeros(n + 1, dtype=np.int64)
-    for i in range(1, n + 1):
-        match[0], j0 = i, 0
-        minv = np.full(n + 1, np.inf)
-        used = np.zeros(n + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = match[j0]
-            free = ~used[1:]
-            cur = cost[i0 - 1] - u[i0] - v[1:]
-            better = free & (cur < minv[1:])
-            minv[1:][better] = cur[better]
-            way[1:][better] = j0
-            cand = np.where(free, minv[1:], np.inf)
-            j1 = int(cand.argmin()) + 1
-            delta = cand[j1 - 1]
-            u[match[used]] += delta
-            v[used] -= delta
-            minv[~used] -= delta
-            j0 = j1
-            if match[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            match[j0] = match[j1]
-            j0 = j1
-    col = np.empty(n, dtype=np.int64)
-    col[match[1:] - 1] = np.arange(n)
-    return col
+# 2. expert analysis: routing
 
 
 def route_pairs(logits: Tensor, k: int, keep_ratio: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -269,9 +160,8 @@ class ExpertAnalysis:
                         put(f"r2/{f}/{tag}/kept", (r2 * kept).sum() / kept.sum())
         return {prefix + k: v for k, v in out.items()}
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write every array and the metadata to one .npz (atomic: tmp + os.replace). Returns the path."""
-        path = os.fspath(path)
+    def to_bytes(self) -> bytes:
+        """Every array and the metadata as the bytes of one .npz (what `save` writes)."""
         arrays, meta = {}, {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -280,22 +170,35 @@ class ExpertAnalysis:
             else:
                 meta[f.name] = list(v) if isinstance(v, tuple) else v
         arrays["__meta__"] = np.array(json.dumps(meta))
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write every array and the metadata to one .npz (atomic: tmp + os.replace). Returns the path."""
+        path = os.fspath(path)
         with atomic_file(path, suffix=".npz.tmp") as fh:
-            np.savez_compressed(fh, **arrays)
+            fh.write(self.to_bytes())
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ExpertAnalysis":
-        """Read a file written by `save` (no pickles: allow_pickle=False)."""
-        with np.load(os.fspath(path), allow_pickle=False) as z:
+    def load(cls, path) -> "ExpertAnalysis":
+        """Read a file (a path, or a binary file object) written by `save` or `to_bytes`
+        (no pickles: allow_pickle=False)."""
+        source = path if hasattr(path, "read") else os.fspath(path)
+        with np.load(source, allow_pickle=False) as z:
             if "__meta__" not in z.files:
-                raise ValueError(f"{os.fspath(path)} is not an ExpertAnalysis file (no __meta__); write it "
+                raise ValueError(f"{source} is not an ExpertAnalysis file (no __meta__); write it "
                                  "with ExpertAnalysis.save")
             meta = json.loads(str(z["__meta__"]))
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
         meta["modalities"] = tuple(meta["modalities"])
         meta["factor_names"] = tuple(meta["factor_names"])
         return cls(**meta, **arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ExpertAnalysis":
+        return cls.load(io.BytesIO(bytes(data)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,7 +335,7 @@ def _r2_per_column(targets: np.ndarray, x: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, batch_size: int = 256,
                     factors: dict | None = None, event_mask: dict | None = None,
-                    quadratic: bool = True, autocast=None) -> ExpertAnalysis:
+                    quadratic: bool = True, autocast=None, order: Tensor | None = None) -> ExpertAnalysis:
     """Expert analysis of a trained S3Model on one split (module docstring, part 2).
 
     Args:
@@ -446,10 +349,15 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
         quadratic: regress routing weights on factors' linear and squared terms (else linear).
         autocast: the context factory Stage 3 used (s3core.stages.autocast_for(cfg)), so a bf16
             model routes as it did on its curve; None runs in the model's dtype.
+        order: the order the split's batches are drawn in (a permutation of its rows); None is
+            file order. At p < 1 a pair survives by its rank within its batch, so the kept
+            pairs equal a curve point's only in that point's order: pass Stage 3's
+            `s3core.tensors.eval_order(n, cfg.seed, split)` (s3core.expert_trial does). At p = 1
+            the order does not matter (nothing is pruned; routing is per token).
     Returns:
         ExpertAnalysis.
     """
-    from s3core.tensors import ordered_batches, standardise
+    from s3core.tensors import standardise
 
     model = getattr(model, "module", model)
     modalities = tuple(data.modalities)
@@ -458,7 +366,7 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
     st = data[split]
     acc = ExpertUsageAccumulator(modalities, len(ffns[modalities[0]]), moe_cfg.num_experts, moe_cfg.k,
                                  st.labels.cpu().numpy(), data.num_classes, keep_ratio, event_mask)
-    state = {"offset": 0, "pass": "both"}
+    state = {"rows": None, "pass": "both"}
     handles = []
     for m in modalities:
         for layer, ffn in enumerate(ffns[m]):
@@ -474,7 +382,7 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
                 mask = seen["mask"]
                 idx = (torch.arange(B * T, device=logits.device) if mask is None
                        else mask.reshape(B * T).nonzero().squeeze(1))
-                acc.add(m, layer, logits, state["offset"] + idx // T, idx % T, state["pass"])
+                acc.add(m, layer, logits, state["rows"][idx.cpu() // T], idx % T, state["pass"])
 
             handles.append(ffn.register_forward_pre_hook(pre_hook, with_kwargs=True))
             handles.append(ffn.router.register_forward_hook(router_hook))
@@ -484,9 +392,10 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
         passes = [(1.0, "both")] if keep_ratio >= 1.0 else [(1.0, "full"), (float(keep_ratio), "pruned")]
         for p, name in passes:
             state["pass"] = name
-            for idx in ordered_batches(len(st), batch_size, st.labels.device):
-                state["offset"] = int(idx[0])
-                inputs, _ = st.batch(idx)
+            rows = torch.arange(len(st)) if order is None else torch.as_tensor(order).cpu().long()
+            for idx in rows.split(batch_size):
+                state["rows"] = idx                     # batch row -> row of the split
+                inputs, _ = st.batch(idx.to(st.labels.device))
                 with autocast() if autocast else contextlib.nullcontext():
                     model(standardise(inputs, data), keep_ratio=p)
     finally:

@@ -1,6 +1,6 @@
 """Expert FLOPs for the accuracy-compute frontier (split from s3core.analysis).
 
-Expert FLOPs for the accuracy-compute frontier. Convention: one kept (token, expert) pair
+Convention: one kept (token, expert) pair
    runs two matmuls, d_model -> expert_hidden and expert_hidden -> d_model, each d_model *
    expert_hidden multiply-adds, and a multiply-add counts as 2 FLOPs: 2 * 2 * d_model *
    expert_hidden per pair. Not counted (each O(d_model + expert_hidden) per pair or O(d_model * E)
@@ -10,11 +10,13 @@ Expert FLOPs for the accuracy-compute frontier. Convention: one kept (token, exp
 """
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
+
 import numpy as np
 from torch import Tensor
 
-from s3core.moe import num_kept
-
+from s3core.moe import MoEFFN, num_kept
 
 
 def expert_flops_per_pair(d_model: int, expert_hidden: int) -> int:
@@ -83,3 +85,59 @@ def expert_flops_at_keep_ratio(cfg, masks: dict, keep_ratio: float, batch_size: 
     per_layer = kept_pairs_per_layer(masks, k, keep_ratio, batch_size)
     n = len(next(iter(masks.values())))
     return expert_flops_per_sample(cfg, sum(per_layer.values()) * cfg.n_layers, n)
+
+
+@dataclass
+class PairCount:
+    """Routing pairs counted by `count_expert_pairs` (every MoE layer, every forward inside it).
+
+    chosen: pairs the routers chose (k per routed token); kept: of those, the pairs computed;
+    flops: expert FLOPs of the kept pairs (expert_flops_per_pair of each layer's own widths);
+    per_layer: {layer name: kept pairs}."""
+
+    chosen: int = 0
+    kept: int = 0
+    flops: float = 0.0
+    per_layer: dict = field(default_factory=dict)
+
+    def flops_per_sample(self, n_samples: int) -> float:
+        return self.flops / max(int(n_samples), 1)
+
+
+@contextlib.contextmanager
+def count_expert_pairs(model):
+    """Count the (token, expert) pairs every MoEFFN of `model` computes inside the block.
+
+    Read from the layers' own outputs (forward hooks; the library is not modified): a forward
+    routes the tokens of its token_mask (all B * T without one), chooses k pairs per token and
+    computes kept_fraction of them, so kept = round(kept_fraction * k * tokens). This is what
+    ran, in either prune scope, padding rows included (the 'threshold' scope pads the last batch
+    with empty samples, and each routes one step). Yields a PairCount, filled as forwards run.
+    """
+    count = PairCount()
+    handles = []
+    for name, module in getattr(model, "module", model).named_modules():
+        if not isinstance(module, MoEFFN):
+            continue
+        seen: dict = {}
+
+        def pre_hook(mod, args, kwargs, seen=seen):
+            x = args[0] if args else kwargs["x"]
+            mask = kwargs.get("token_mask", args[1] if len(args) > 1 else None)
+            seen["tokens"] = int(x.shape[0] * x.shape[1]) if mask is None else int(mask.sum())
+
+        def hook(mod, args, kwargs, out, seen=seen, name=name):
+            chosen = seen.pop("tokens") * mod.cfg.k
+            kept = int(round(float(out.kept_fraction) * chosen))
+            count.chosen += chosen
+            count.kept += kept
+            count.flops += kept * expert_flops_per_pair(mod.cfg.d_model, mod.cfg.expert_hidden)
+            count.per_layer[name] = count.per_layer.get(name, 0) + kept
+
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    try:
+        yield count
+    finally:
+        for h in handles:
+            h.remove()

@@ -9,7 +9,9 @@ from torch import nn
 
 from s3core.config import ConfigError, S3Config
 from s3core.data.base import Benchmark, DataError
+from s3core.analysis import ExpertAnalysis
 from s3core.encoder import S3Model
+from s3core.expert_trial import trial_expert_analysis
 from s3core.methods import METHOD_NAMES as METHODS
 from s3core.methods import get_method
 from s3core.distributed import rank_world
@@ -37,6 +39,7 @@ class TrialResult:
     summary: dict = field(default_factory=dict)
     seconds: float = 0.0
     model: nn.Module | None = field(default=None, repr=False, compare=False)   # the trained model (None: raw_probe)
+    experts: ExpertAnalysis | None = field(default=None, repr=False, compare=False)  # s3core.expert_trial; None: no experts
 
     def as_dict(self) -> dict:
         """The result as plain data (the model left out)."""
@@ -100,10 +103,12 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
             here is stored. What happened per stage lands in stage_cache.events. Off (None)
             by default, and with more than one data-parallel worker.
     Returns:
-        TrialResult with the history (including resumed epochs) and the Stage 3 curve.
+        TrialResult with the history (including resumed epochs), the Stage 3 curve and, for a
+        model with experts, the expert analysis at p = 1 and at the chosen p (s3core.expert_trial).
     """
     t0 = time.perf_counter()
     cfg = method_config(cfg, method).validate()
+    meta = getattr(data, "meta", None)     # the synthetic benchmark's factors, for the expert analysis
     if isinstance(data, Benchmark):
         data = to_tensors(data, cfg.device)
     check_fits(data, cfg)
@@ -164,8 +169,10 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
                       progress=progress)
             cache.stored(i, model, history, time.perf_counter() - t_stage)
     curve = sparsify(_unwrap(model), data, cfg, progress=progress)
-    return TrialResult(method, cfg.to_dict(), history, curve, summarize(curve), time.perf_counter() - t0,
-                       _unwrap(model))
+    summary = summarize(curve)
+    experts = trial_expert_analysis(_unwrap(model), data, cfg, summary["best_keep_ratio"], meta)
+    return TrialResult(method, cfg.to_dict(), history, curve, summary, time.perf_counter() - t0,
+                       _unwrap(model), experts)
 
 
 class _StageKeys:

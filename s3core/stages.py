@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from s3core.config import S3Config
 from s3core.distributed import all_reduce_grads, batch_wide_routing_stats, gather_batch, local_share, rank_world
 from s3core.encoder import S3Model, is_router_param, set_trainable
+from s3core.flops import count_expert_pairs
 from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
 from s3core.probe import linear_probe
 from s3core.pruning import fit_thresholds, thresholds_applied
@@ -247,18 +248,33 @@ def embed_splits(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_rat
       not depend on its batch, to the last bit.
     At p = 1 nothing is pruned in either scope: no threshold is fitted, no pair is dropped.
 
-    Returns ({split: (features, labels, kept_fraction)}, extra columns for the curve row).
+    Returns ({split: (features, labels, kept_fraction)}, extra columns for the curve row):
+    expert_flops, the expert FLOPs per test sample that the test split's forwards computed
+    (s3core.flops.count_expert_pairs: kept pairs x 2 * 2 * d_model * expert_hidden), and in the
+    'threshold' scope the fitted thresholds.
     """
     ac = autocast_for(cfg)
+    counted: dict = {}
+
+    def embed_split(split: str, p: float, **kw):
+        if split != "test":
+            return embed(model, data, split, p, cfg.eval_rows, ac, **kw)
+        with count_expert_pairs(model) as count:   # the compute of this curve point, on test
+            out = embed(model, data, split, p, cfg.eval_rows, ac, **kw)
+        counted[split] = count
+        return out
+
     splits = ("train", "valid", "test")
+    extra: dict = {}
     if cfg.prune_scope == "threshold":
         thresholds = fit_thresholds(model, data, keep_ratio, cfg.eval_rows, ac) if keep_ratio < 1.0 else {}
         with thresholds_applied(model, thresholds):
-            out = {s: embed(model, data, s, 1.0, cfg.eval_rows, ac, pad=True) for s in splits}
-        return out, {"thresholds": thresholds}
-    out = {s: embed(model, data, s, keep_ratio, cfg.eval_rows, ac, order=eval_order(len(data[s]), cfg.seed, s))
-           for s in splits}
-    return out, {}
+            out = {s: embed_split(s, 1.0, pad=True) for s in splits}
+        extra["thresholds"] = thresholds
+    else:
+        out = {s: embed_split(s, keep_ratio, order=eval_order(len(data[s]), cfg.seed, s)) for s in splits}
+    extra["expert_flops"] = counted["test"].flops_per_sample(len(data["test"]))
+    return out, extra
 
 
 def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
@@ -266,7 +282,8 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
     """Stage 3: for each keep-ratio p, embed every split with pruning p (embed_splits) and fit
     the linear probe (cfg.probe). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
     the probe's l2 and whether it converged, the kept fraction of the test split's routing
-    pairs, the seconds spent embedding and, in the 'threshold' scope, the fitted thresholds."""
+    pairs, the expert FLOPs per test sample computed (embed_splits), the seconds spent embedding
+    the three splits and, in the 'threshold' scope, the fitted thresholds."""
     keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
     curve = []
     for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):

@@ -34,7 +34,7 @@ from typing import Sequence
 import pandas as pd
 
 from orchestrator.mlflow_layout import REPORT_ARTIFACT_DIR
-from orchestrator.report import aggregate, plots
+from orchestrator.report import aggregate, evidence, plots
 from orchestrator.report.cli import DEFAULT_OUT_DIR, main
 from orchestrator.report.document import BenchmarkSection, build_document
 from s3core.atomic import atomic_file
@@ -98,6 +98,46 @@ def _notes(trials: pd.DataFrame, counts: dict[str, int], experiments: list) -> l
     return notes
 
 
+# the expert metrics the report tabulates (keys of ExpertAnalysis.to_metrics, as regexes)
+EXPERT_METRICS = (r"^dsc/", r"^dsc_at_p/", r"^event_share/", r"^event_share_at_p/", r"^r2/[^/]+/[^/]+/L\d+/max$")
+
+
+def _expert_panels(arrays: dict, chi: int) -> list:
+    panels = []
+    if ("s3_no_select", chi) in arrays:
+        seed, a = arrays[("s3_no_select", chi)]
+        panels.append((f"no Selection χ={chi}, p=1 (seed {seed})", a, "usage"))
+    if ("s3", chi) in arrays:
+        seed, a = arrays[("s3", chi)]
+        panels.append((f"S3 χ={chi}, p=1 (seed {seed})", a, "usage"))
+        if a.keep_ratio < 1.0:
+            panels.append((f"S3 χ={chi}, kept at p*={a.keep_ratio:g} (seed {seed})", a, "usage_at_p"))
+    return panels
+
+
+def _evidence(client, benchmark: str, name: str, trials, scores, points, configs, images: dict) -> dict:
+    """The section's evidence (paired statistics, frontier, experts); PNGs go into `images`."""
+    bench_points = points[points["benchmark"] == benchmark]
+    out = {"paired": evidence.paired_rows(benchmark, scores, configs)}
+    frontier_png = plots.plot_frontier(benchmark, evidence.frontier_points(benchmark, bench_points, configs))
+    if frontier_png is not None:
+        images[f"frontier_{name}.png"] = frontier_png
+        out["frontier"] = f"frontier_{name}.png"
+    arrays = evidence.load_expert_arrays(client, benchmark, trials, configs)
+    out["experts"] = []
+    for chi in sorted({c for _, c in arrays}):
+        png = plots.plot_expert_usage(f"{benchmark} χ={chi}", _expert_panels(arrays, chi))
+        if png is not None:
+            images[f"experts_{name}_chi{chi}.png"] = png
+            out["experts"].append(f"experts_{name}_chi{chi}.png")
+    out["expert_rows"] = evidence.expert_metric_rows(benchmark, trials, configs, EXPERT_METRICS)
+    bench_methods = set(configs.loc[configs["benchmark"] == benchmark, "method"])
+    if benchmark.startswith("synthetic") and "raw_probe" not in bench_methods:
+        out["reference_note"] = ("no raw-feature reference row: every synthetic report should show it; add "
+                                 "raw_probe to the grid's baselines")
+    return out
+
+
 def build_report(client, experiment_names: Sequence[str] | None = None,
                  out_dir: str | os.PathLike = DEFAULT_OUT_DIR, parent_run_id: str | None = None,
                  progress: Progress | None = print_progress) -> ReportResult:
@@ -146,10 +186,11 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
         if batch_png is not None:
             images[f"batch_size_{name}.png"] = batch_png
         rows = [r for r in table if r["benchmark"] == benchmark]
+        extra = _evidence(client, benchmark, name, trials, scores, points, configs, images)
         sections.append(BenchmarkSection(
             benchmark, rows, curves=f"curves_{name}.png",
             batch=f"batch_size_{name}.png" if batch_png is not None else None,
-            unmatched=aggregate.unmatched_paper_numbers(benchmark, rows)))
+            unmatched=aggregate.unmatched_paper_numbers(benchmark, rows), **extra))
 
     failed = aggregate.records(trials[trials["status"] == FAILED][
         ["run_id", "run_name", "experiment", "benchmark", "method", "chi", "batch_size", "seed", "failure_reason"]])

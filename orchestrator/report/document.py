@@ -11,7 +11,7 @@ The table sets two of our numbers beside the paper's, each labelled with how p w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.report.render import Bullets, Code, Document, Heading, Image, Paragraph, Table
 
@@ -55,6 +55,11 @@ class BenchmarkSection:
     batch: str | None
     unmatched: list[str]
     batch_note: str = "only one batch size in these trials"
+    paired: list = field(default_factory=list)        # evidence.paired_rows
+    frontier: str | None = None                       # file name of the frontier PNG
+    experts: list = field(default_factory=list)       # file names of the expert-usage heatmaps (one per chi)
+    expert_rows: list = field(default_factory=list)   # evidence.expert_metric_rows
+    reference_note: str | None = None                 # e.g. a synthetic report without the raw probe
 
 
 def fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
@@ -102,6 +107,59 @@ def _benchmark_blocks(section: BenchmarkSection) -> list:
         blocks.append(Image(section.batch, "batch size"))
     else:
         blocks.append(Paragraph(f"Batch-size plot skipped: {section.batch_note}", kind="aside"))
+    if section.reference_note:
+        blocks.append(Paragraph(section.reference_note, kind="note"))
+    return blocks + _evidence_blocks(section)
+
+
+PAIRED_HEADER = ("S3", "compared with", "seeds paired", "mean difference (points)", "95% interval", "verdict")
+PAIRED_NOTE = ("Test accuracy at the p chosen on validation; S3 minus the other method, paired by seed "
+               "(same seed: same data order and initialisation), t-interval over the seeds' differences. "
+               "An interval that covers 0 is \"no measurable difference\". Each side is its configuration "
+               "best on validation; the no-Selection ablation is compared at the same χ.")
+EXPERT_HEATMAP_NOTE = ("Expert usage per class on the test split, one seed (the lowest with the arrays): "
+                       "rows are the no-Selection ablation's model (= S3 before Selection), S3 after Selection "
+                       "at p = 1, and the pairs S3 kept at its chosen p; columns are modality x layer. Expert "
+                       "e of one modality and expert e of the other are different parameters.")
+EXPERT_HEADER = ("metric (experts/...)", "χ", "S3 (after Selection)", "s3 without Stage 2 (= before Selection)")
+EXPERT_NOTE = ("Expert analysis of each trial's model on the test split (s3core.expert_trial), mean ± std over "
+               "seeds (n). dsc: Jensen-Shannon divergence (bits, 0 = identical) between the two modalities' "
+               "expert usage per class, at p = 1; dsc_at_p: among the pairs kept at the trial's chosen p. "
+               "event_share(_at_p): share of routing pairs on the steps that carry the relevant factors "
+               "(synthetic 'localized'), at p = 1 and at p. r2/<factor>/.../max: the best expert's R² of its "
+               "routing weight on that factor (linear + square terms; chance ≈ regressors / n).")
+
+
+def _interval(row: dict) -> str:
+    if row["n"] < 2 or math.isnan(row["low"]):
+        return "–"
+    return f"[{row['low']:+.2f}, {row['high']:+.2f}]"
+
+
+def _mean_cell(value) -> str:
+    if not value:
+        return "–"
+    mean, std, n = value
+    return f"{fmt(mean, std, 3)} ({n})"
+
+
+def _evidence_blocks(section: BenchmarkSection) -> list:
+    blocks = []
+    if section.paired:
+        blocks += [Heading("Paired differences over seeds", 3), Paragraph(PAIRED_NOTE),
+                   Table(PAIRED_HEADER, tuple((r["s3"], r["other"], str(r["n"]), f"{r['mean']:+.2f}", _interval(r),
+                                               r["verdict"]) for r in section.paired))]
+    if section.frontier:
+        blocks += [Heading("Accuracy vs compute", 3), Image(section.frontier, "accuracy vs compute")]
+    if section.experts or section.expert_rows:
+        blocks.append(Heading("Expert analysis", 3))
+    if section.experts:
+        blocks.append(Paragraph(EXPERT_HEATMAP_NOTE, kind="aside"))
+        blocks += [Image(name, "expert usage per class") for name in section.experts]
+    if section.expert_rows:
+        blocks += [Paragraph(EXPERT_NOTE),
+                   Table(EXPERT_HEADER, tuple((r["key"], str(r["chi"]), _mean_cell(r.get("s3")),
+                                               _mean_cell(r.get("s3_no_select"))) for r in section.expert_rows))]
     return blocks
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 import pandas as pd
 
 from orchestrator import paper_numbers
@@ -151,4 +153,77 @@ def plot_batch_size(benchmark: str, configs: pd.DataFrame) -> bytes | None:
     ax.grid(True, alpha=0.35)
     ax.legend(fontsize=9)
     fig.tight_layout()
+    return _figure_png(fig)
+
+
+def plot_frontier(benchmark: str, frontier: pd.DataFrame) -> bytes | None:
+    """Test accuracy against expert FLOPs per sample (evidence.frontier_points): one line per
+    configuration over its p, the dense CLIP model's compute as a vertical reference line, the
+    raw-feature probe (no encoder, no FLOPs) as a horizontal one. None without any FLOPs."""
+    if frontier.empty or frontier["expert_flops"].isna().all():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    colours = plt.get_cmap("tab10")
+    for index, (label, group) in enumerate(frontier.groupby("label", sort=False)):
+        group = group.dropna(subset=["expert_flops"]).sort_values("expert_flops")
+        method = group["method"].iloc[0] if len(group) else None
+        if group.empty:
+            if method is None:
+                method = frontier.loc[frontier["label"] == label, "method"].iloc[0]
+            value = frontier.loc[frontier["label"] == label, "test_acc"].iloc[0]
+            ax.axhline(value, color="tab:olive", linestyle=":", linewidth=1.5, label=f"{label}: {value:.2f}")
+            continue
+        style = METHOD_STYLES.get(method)
+        colour = style[0] if style and method != "s3_no_select" else colours(index % 10)
+        marker = "o" if method == S3 else ("^" if method == "s3_no_select" else "s")
+        ax.plot(group["expert_flops"] / 1e6, group["test_acc"], marker=marker, color=colour, markersize=4,
+                linestyle="-" if method == S3 else "--", linewidth=1.6,
+                label=f"{label} (n={int(group['n'].max())})")
+        if method == "clip":
+            ax.axvline(group["expert_flops"].iloc[0] / 1e6, color="black", linestyle="--", linewidth=1.0,
+                       alpha=0.7, label=f"dense CLIP compute: {group['expert_flops'].iloc[0] / 1e6:.2f} MFLOPs")
+    ax.set_xlabel("expert FLOPs per test sample (millions; from the routing pairs each p kept)")
+    ax.set_ylabel("test accuracy (%) (mean over seeds)")
+    ax.grid(True, alpha=0.35)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False, fontsize=8.5)
+    ax.set_title(f"{benchmark}: accuracy vs compute (each S3 point is one keep ratio p)", fontsize=11)
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def plot_expert_usage(benchmark: str, panels: list[tuple[str, object, str]]) -> bytes | None:
+    """Heatmaps of expert usage per class: one row per (title, ExpertAnalysis, which) in panels,
+    which = 'usage' (pairs at p = 1) or 'usage_at_p' (pairs kept at the analysis' p); one column
+    per modality and layer. Each cell: the share of class c's pairs that expert e gets; the
+    panel title gives the mean DSC (JS divergence, bits) between the modalities' rows."""
+    if not panels:
+        return None
+    plt = _pyplot()
+    first = panels[0][1]
+    M, L = first.usage.shape[:2]
+    n_cols = M * L
+    fig, axes = plt.subplots(len(panels), n_cols, figsize=(4.2 * n_cols, 0.8 + 1.9 * len(panels)), squeeze=False,
+                             constrained_layout=True)
+    vmax = max(float(np.nanmax(getattr(a, which))) for _, a, which in panels)
+    image = None
+    for r, (title, analysis, which) in enumerate(panels):
+        usage = getattr(analysis, which)
+        dsc = analysis.dsc if which == "usage" else analysis.dsc_at_p
+        for m in range(M):
+            for layer in range(L):
+                ax = axes[r][m * L + layer]
+                image = ax.imshow(usage[m, layer], aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax,
+                                  interpolation="nearest")
+                C, E = usage.shape[2:]
+                ax.set_yticks(range(C), [f"class {c}" for c in range(C)], fontsize=7)
+                ax.set_xticks(range(0, E, max(1, E // 8)))
+                ax.tick_params(axis="x", labelsize=7)
+                mean_dsc = float(np.nanmean(dsc[:, layer])) if dsc.size else float("nan")
+                ax.set_title(f"{title}\n{analysis.modalities[m]}, layer {layer}; DSC {mean_dsc:.2f} bits",
+                             fontsize=8)
+                if r == len(panels) - 1:
+                    ax.set_xlabel("expert", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="share of the class's routing pairs")
+    fig.suptitle(f"{benchmark}: expert usage per class", fontsize=11)
     return _figure_png(fig)

@@ -7,7 +7,8 @@ table downstream is in percent.
 Tables (see load_trials):
 - trials: one row per trial run of any status (tags, the configuration key, and for a FINISHED
   run with a curve and a summary, the logged summary in percent);
-- points: one row per FINISHED trial x keep-ratio (the curve, in percent).
+- points: one row per FINISHED trial x keep-ratio (the curve, in percent; its cost columns
+  expert_flops and embed_s as logged).
 """
 from __future__ import annotations
 
@@ -175,7 +176,8 @@ def load_trials(client, experiments: list, parent_run_id: str | None = None,
 
     Returns:
         (trials, points). trials: one row per trial run, any status, with has_curve,
-        has_summary and the summary columns (layout.SUMMARY_METRICS, NaN where not logged).
+        has_summary, the summary columns (layout.SUMMARY_METRICS, NaN where not logged) and
+        experts: the run's expert-analysis metrics {key without 'experts/': value} ({} if none).
         points: one row per FINISHED trial with a curve x keep-ratio, the trial's columns
         repeated on each row.
     """
@@ -195,8 +197,11 @@ def load_trials(client, experiments: list, parent_run_id: str | None = None,
         has_curve = not curve.empty and "valid_acc" in curve
         if has_curve:
             point_frames.append(curve.assign(**info))
+        experts = {k[len(layout.EXPERTS_PREFIX):]: v for k, v in run.data.metrics.items()
+                   if k.startswith(layout.EXPERTS_PREFIX)} if info["status"] == FINISHED else {}
         trial_rows.append({**info, "has_curve": has_curve, "has_summary": "best_keep_ratio" in summary,
-                           **{key: summary.get(key, np.nan) for key in layout.SUMMARY_METRICS}})
+                           **{key: summary.get(key, np.nan) for key in layout.SUMMARY_METRICS},
+                           "experts": experts})
         if index % PROGRESS_EVERY == 0 and index < len(runs):
             progress(f"report: read {index}/{len(runs)} runs ...")
     trials = pd.DataFrame(trial_rows)
