@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from orchestrator import mlflow_layout as L
