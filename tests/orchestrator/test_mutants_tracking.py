@@ -156,8 +156,11 @@ def test_the_end_of_a_trial_logs_its_curve_summary_artifacts_and_device(grid, tm
         assert history(client, run_id, key) == sorted((L.curve_step(r["keep_ratio"]), r[key]) for r in CURVE), key
     for key, value in SUMMARY.items():
         assert history(client, run_id, key) == [(0, value)], key
-    assert "l2" not in run.data.metrics and "embed_s" not in run.data.metrics
-    assert L.read_curve(client, run_id) == [{k: r[k] for k in L.CURVE_COLUMNS} for r in CURVE]
+    assert "l2" not in run.data.metrics and "kept_fraction" not in run.data.metrics
+    # the point's cost is logged at the curve's steps too (the frontier), where the trial reports it
+    assert history(client, run_id, "embed_s") == sorted((L.curve_step(r["keep_ratio"]), r["embed_s"]) for r in CURVE)
+    cost = [k for k in L.CURVE_COST_METRICS if k in CURVE[0]]
+    assert L.read_curve(client, run_id) == [{k: r[k] for k in L.CURVE_COLUMNS + tuple(cost)} for r in CURVE]
     assert L.read_summary(run) == SUMMARY
     assert run.data.tags[L.TAG_DEVICE] == "cpu:7"
     assert {a.path for a in client.list_artifacts(run_id, L.CURVE_ARTIFACT_DIR)} == {"curve/curve.csv",

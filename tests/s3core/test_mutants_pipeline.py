@@ -301,19 +301,23 @@ def test_build_model_is_seeded_and_has_a_head_only_where_the_method_trains_one(d
 def test_embed_splits_in_both_scopes(data):
     model = build_model(data, MICRO, "s3").eval()
     out, extra = embed_splits(model, data, MICRO, 0.5)
-    assert extra == {} and set(out) == {"train", "valid", "test"}
+    # besides the embeddings: the expert FLOPs per test sample the forwards computed (the frontier)
+    assert set(extra) == {"expert_flops"} and set(out) == {"train", "valid", "test"}
+    half_flops = extra["expert_flops"]
     for split, (feats, labels, kept) in out.items():
         assert feats.shape[0] == len(data[split]) and torch.equal(labels.sort().values,
                                                                   data[split].labels.sort().values)
         assert kept == pytest.approx(0.5, abs=0.05), split
-    full, _ = embed_splits(model, data, MICRO, 1.0)
+    full, full_extra = embed_splits(model, data, MICRO, 1.0)
     assert all(k == 1.0 for _, _, k in full.values())
+    assert half_flops == pytest.approx(full_extra["expert_flops"] / 2, rel=0.1) and half_flops > 0
     thr_cfg = MICRO.replace(prune_scope="threshold")
     out, extra = embed_splits(model, data, thr_cfg, 0.5)
-    assert set(extra) == {"thresholds"} and extra["thresholds"] and all(0 < t < 1 for t in extra["thresholds"].values())
+    assert set(extra) == {"thresholds", "expert_flops"} and extra["thresholds"] and all(0 < t < 1 for t in extra["thresholds"].values())
     assert out["train"][2] == pytest.approx(0.5, abs=0.1)
     full_thr, extra = embed_splits(model, data, thr_cfg, 1.0)
-    assert extra == {"thresholds": {}}
+    # what ran: the threshold scope also computes the empty rows that pad its last batch
+    assert extra["thresholds"] == {} and extra["expert_flops"] >= full_extra["expert_flops"]
     assert all(k == 1.0 for _, _, k in full_thr.values())
 
 
@@ -323,7 +327,7 @@ def test_sparsify_rows_hold_the_probe_and_the_kept_fraction(data):
     assert [r["keep_ratio"] for r in curve] == [0.5, 1.0] and isinstance(curve[1]["keep_ratio"], float)
     for r in curve:
         assert set(r) == {"keep_ratio", "valid_acc", "test_acc", "valid_f1", "test_f1", "l2", "probe_converged",
-                          "probe_iters", "kept_fraction", "embed_s"}
+                          "probe_iters", "kept_fraction", "embed_s", "expert_flops"}
         assert r["kept_fraction"] == pytest.approx(r["keep_ratio"], abs=0.05) and r["embed_s"] > 0
         assert r["l2"] == 1e-2
     assert [r["keep_ratio"] for r in sparsify(model, data, MICRO, progress=False)] == [1.0, 0.5]
