@@ -86,7 +86,8 @@ EXPERTS_ARTIFACT_DIR = "experts"
 EXPERTS_FILE = "expert_analysis.npz"
 
 __all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",
-           "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv"]
+           "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv",
+           "download_artifact"]
 
 
 def stage_cache_tags(events: list, run_of_key: dict) -> dict:
@@ -183,3 +184,18 @@ def curve_csv(curve: list[dict]) -> str:
 def parse_curve_csv(text: str) -> list[dict]:
     """curve_csv's inverse: floats written with repr() read back bit-identical."""
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+
+
+def download_artifact(client, run_id: str, path: str, dst: str) -> str:
+    """client.download_artifacts without MLflow's progress bar: a tqdm bar per file would land in
+    the console's summary (and carriage returns in a piped log). Returns the local path."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    saved = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        return client.download_artifacts(run_id, path, dst)
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved

@@ -67,7 +67,7 @@ def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, de
         raise ResweepError(f"run {run_id} is RUNNING; wait for its grid to end (one writer per MLflow store)")
     with tempfile.TemporaryDirectory() as d:
         try:
-            path = client.download_artifacts(run_id, f"{L.MODEL_ARTIFACT_DIR}/{L.MODEL_FILE}", d)
+            path = L.download_artifact(client, run_id, f"{L.MODEL_ARTIFACT_DIR}/{L.MODEL_FILE}", d)
         except Exception as err:  # MLflow raises several types for a missing artifact
             raise ResweepError(f"run {run_id} has no {L.MODEL_ARTIFACT_DIR}/{L.MODEL_FILE} ({type(err).__name__}); "
                                "only trials of a method with an encoder, run by this version, log their model") from None

@@ -124,8 +124,8 @@ def load_expert_arrays(client, benchmark: str, trials: pd.DataFrame, configs: pd
             for run_id, seed in zip(runs["run_id"], runs["seed"]):
                 try:
                     with tempfile.TemporaryDirectory() as d:
-                        path = client.download_artifacts(
-                            run_id, f"{layout.EXPERTS_ARTIFACT_DIR}/{layout.EXPERTS_FILE}", d)
+                        path = layout.download_artifact(
+                            client, run_id, f"{layout.EXPERTS_ARTIFACT_DIR}/{layout.EXPERTS_FILE}", d)
                         out[(method, int(chi))] = (int(seed), ExpertAnalysis.load(os.fspath(path)))
                     break
                 except Exception:    # no artifact on this run (an older trial): try the next seed

@@ -291,7 +291,7 @@ def test_mlflow_ui_hint_for_a_file_and_for_a_server():
 # --------------------------------------------------------------------------- the real console (slow)
 
 FORBIDDEN = ("╭", "│", "╰", "Trial status", "Result(", "curve_json", "history_len", "spec/overrides",
-             "Token authentication", "PYTHON worker processes", "tensorboard", "Traceback")
+             "Token authentication", "PYTHON worker processes", "tensorboard", "Traceback", "Downloading artifacts")
 
 
 def check_default_console(out: str, err: str, n_trials: int) -> None:
