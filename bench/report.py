@@ -142,7 +142,10 @@ def _data(d: dict) -> list[str]:
 
 
 BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without reuse (issue 12.1)",
-          "gpu": "7. GPU (issue 12.4): `python -m bench --gpu`"}
+          "gpu": "7. GPU (issue 12.4): `python -m bench --gpu`",
+          # written by hand from `python -m bench.slot_timeline` on a grid's store; never run by
+          # `python -m bench`, so a rewrite always carries it over
+          "timeline": "8. Slot timeline of a grid (issue 12.2)"}
 
 
 def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
