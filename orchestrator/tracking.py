@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -256,10 +256,10 @@ class MlflowTrialLogger(Callback):
                 f.write(L.curve_csv(done.curve))
             curve_png(done.curve, spec.short(), os.path.join(d, "curve.png"))
             self.client.log_artifacts(run_id, d, artifact_path=L.CURVE_ARTIFACT_DIR)
-        self.client.set_tag(run_id, L.TAG_DEVICE, done.device)
+        # the device used and what the stage cache did, in one write (one SQLite transaction)
         run_of_key = {key: run.info.run_id for key, run in self.existing.items()}
-        for tag, value in L.stage_cache_tags(done.stage_cache, run_of_key).items():
-            self.client.set_tag(run_id, tag, value)
+        tags = {L.TAG_DEVICE: done.device, **L.stage_cache_tags(done.stage_cache, run_of_key)}
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         # FINISHED once the trial completes (on_trial_complete), after its final checkpoint (the
         # model) is in too: a driver killed before leaves RUNNING, which --resume treats as unfinished
         self.finishing[trial.trial_id] = done
