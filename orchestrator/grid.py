@@ -122,8 +122,13 @@ def run(plan: Plan) -> GridResult:
     fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
     gid = plan.grid_id(fingerprints)
     execution = dataclasses.replace(execution, stage_cache=stage_cache_dir(req), data_digests=fingerprints)
-    print(f"stage cache: {execution.stage_cache or 'off'}" + ("" if execution.stage_cache or not req.stage_cache else
-          f" (storage {req.storage_path} is not a POSIX path)"), flush=True)
+    if execution.stage_cache:
+        cache_note = execution.stage_cache
+    elif req.stage_cache:
+        cache_note = f"off (storage {req.storage_path} is not a POSIX path)"
+    else:
+        cache_note = "off"
+    print(f"stage cache: {cache_note}", flush=True)
     print(f"resources: {execution.executor} executor on {execution.device}, {execution.max_concurrent} concurrent "
           f"trial(s), "
           f"{execution.workers_per_trial} worker(s) x "
