@@ -53,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from mlflow.tracking import MlflowClient
 
-    exp = MlflowClient(args.tracking_uri).get_experiment_by_name(args.experiment)
+    client = MlflowClient(args.tracking_uri)
+    exp = client.get_experiment_by_name(args.experiment)
     if exp is None:
         print(f"error: no experiment {args.experiment!r} in {args.tracking_uri}", file=sys.stderr)
         return 2
-    runs = MlflowClient(args.tracking_uri).search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id])
     trials = [r for r in runs if r.data.tags.get("s3.role") == "trial"]
     trial = next((r for r in trials if r.data.tags.get("s3.method") == "s3"), trials[0] if trials else None)
     args.out.mkdir(parents=True, exist_ok=True)
