@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "source, the config fields it reads, seed) match one already trained loads its result from "
                         "<storage>/stage-cache instead (s3core/stagecache.py); each run's s3.stage_cache.* tags say "
                         "which stages were reused and from which run")
+    g.add_argument("--order", default="longest-first", choices=["longest-first", "grid"],
+                   help="the queue of a grid's trials: longest-first (by epochs and keep-ratios, a stage another "
+                        "trial trains counting 0; so fewer slots sit idle at the end) or grid (the preset's order); "
+                        "orchestrator/schedule.py")
     g.add_argument("--resume", action="store_true", help="continue the interrupted grid with the same flags: "
                                                          "finished trials are skipped, the MLflow parent run reused")
     g.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -133,7 +137,8 @@ def overrides_from_args(args: argparse.Namespace):
         num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, executor=args.executor, workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures, device=args.device,
-        pending_timeout_s=args.pending_timeout, stage_cache=not args.no_stage_cache)
+        pending_timeout_s=args.pending_timeout, stage_cache=not args.no_stage_cache,
+        order=args.order)
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,7 @@ from s3core.methods import get_method
 from search_spaces import Preset
 
 from orchestrator.contract import TrialSpec
+from orchestrator.schedule import ORDERS, order_trials
 
 
 # auto: `direct` (the trial runs in its Tune function: 1.08x the in-process time, bench section 4)
@@ -68,6 +69,7 @@ class Overrides:
     device: str = "auto"           # auto: cuda for a trial that holds a GPU, else cpu; cpu forces the CPU
     pending_timeout_s: float | None = None   # fail when trials wait for resources this long with none running
     stage_cache: bool = True       # reuse finished stages across trials (<storage>/stage-cache); --no-stage-cache
+    order: str = "longest-first"   # the grid's queue: longest-first | grid (the preset's order); orchestrator/schedule.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +266,8 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     if preset.search is not None and o.grid:
         raise GridError(f"--grid does not apply to the {preset.name} preset, which samples with Optuna; "
                         "use --set for fixed values")
+    if o.order not in ORDERS:
+        raise GridError(f"unknown trial order {o.order!r}; choose one of {', '.join(ORDERS)}")
     if o.executor not in EXECUTORS:
         raise GridError(f"unknown executor {o.executor!r}; choose one of {', '.join(EXECUTORS)}")
     base = {**preset.base, **extra}
@@ -271,7 +275,8 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
         trials = grid_trials(preset, benchmarks, seeds, extra, o.grid)
         for t in trials:
             t.s3_config().validate()
-        studies = tuple(GridStudy(b, tuple(t for t in trials if t.benchmark == b)) for b in benchmarks)
+        studies = tuple(GridStudy(b, tuple(order_trials([t for t in trials if t.benchmark == b], o.order)))
+                        for b in benchmarks)
         num_samples = None
     else:
         TrialSpec(benchmarks[0], "s3", seeds[0], preset.name, base).s3_config().validate()

@@ -175,21 +175,30 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
                        _unwrap(model), experts)
 
 
+def stage_prefixes(method_entry) -> list[tuple[list[str], set[str], str | None]]:
+    """For each training stage i of a method: (the stage names up to i, the config fields its result
+    does not read, the head's name): with a config, what the result after stage i depends on, less the
+    data and the code. Two trials of one grid with equal prefixes at i (and equal
+    `stagecache.key_fields`) share stages 0..i (the stage cache's key; the plan's trial order)."""
+    head = method_entry.head
+    head_name = None if head is None else f"{head.__module__}.{head.__qualname__}"
+    stages = method_entry.stages
+    # a stage of another method (SELECTION for s3_no_select) reads its own fields nowhere here
+    absent = {f for s in _ALL_STAGES if s.name not in {t.name for t in stages} for f in s.own_fields}
+    out = []
+    for i in range(len(stages)):
+        later = {f for s in stages[i + 1:] for f in s.own_fields} - {f for s in stages[:i + 1] for f in s.own_fields}
+        out.append(([s.name for s in stages[:i + 1]], later | absent, head_name))
+    return out
+
+
 class _StageKeys:
     """run_trial's view of a StageCache: the key of each stage prefix of this method and config,
     and how an entry is taken (weights, RNG streams, history replayed) or stored."""
 
     def __init__(self, cache: StageCache, cfg: S3Config, method_entry):
         self.cache, self.stages, self.cfg = cache, method_entry.stages, cfg
-        head = method_entry.head
-        head_name = None if head is None else f"{head.__module__}.{head.__qualname__}"
-        self.keys = []
-        for i in range(len(self.stages)):
-            later = {f for s in self.stages[i + 1:] for f in s.own_fields} - \
-                    {f for s in self.stages[:i + 1] for f in s.own_fields}
-            # a stage of another method (SELECTION for s3_no_select) reads its own fields nowhere here
-            absent = {f for s in _ALL_STAGES if s.name not in {t.name for t in self.stages} for f in s.own_fields}
-            self.keys.append(cache.key(cfg, [s.name for s in self.stages[:i + 1]], later | absent, head_name))
+        self.keys = [cache.key(cfg, names, drop, head) for names, drop, head in stage_prefixes(method_entry)]
 
     def deepest(self, first: int) -> tuple[int, dict | None]:
         for j in range(len(self.stages) - 1, first - 1, -1):
