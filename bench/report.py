@@ -145,7 +145,8 @@ BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without
           "gpu": "7. GPU (issue 12.4): `python -m bench --gpu`",
           # written by hand from `python -m bench.slot_timeline` on a grid's store; never run by
           # `python -m bench`, so a rewrite always carries it over
-          "timeline": "8. Slot timeline of a grid (issue 12.2)"}
+          "timeline": "8. Slot timeline of a grid (issue 12.2)",
+          "queue": "9. Two trials at a time: the grid's order against longest first (issue 12.2)"}
 
 
 def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
@@ -153,8 +154,9 @@ def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
     the rest of the file is left as it is. A block not run this time is carried over from `previous`
     (the file before write_report rewrote it), so its figures are not lost."""
     from .gpu import gpu_report
+    from .queue_bench import queue_report
     from .stage_reuse import stage_reuse_report
-    renders = {"stagecache": stage_reuse_report, "gpu": gpu_report}
+    renders = {"stagecache": stage_reuse_report, "gpu": gpu_report, "queue": queue_report}
     text = open(out).read() if os.path.exists(out) else "# s3core benchmarks\n"
     for sec, title in BLOCKS.items():
         begin, end = f"<!-- bench:{sec} -->", f"<!-- /bench:{sec} -->"
@@ -175,7 +177,36 @@ def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
     os.replace(tmp, out)
 
 
-def write_report(res: dict, out: str) -> None:
+def _previous_sections(previous: str | None) -> dict:
+    """section -> its lines in the previous report, with a line saying which run measured it
+    (the previous header's command and date, unless the section was already carried over)."""
+    if not previous:
+        return {}
+    lines = previous.splitlines()
+    head = {k: ln.split(": ", 1)[1] for ln in lines[:8] for k in ("Command", "Date") if ln.startswith(f"- {k}: ")}
+    out = {}
+    for sec, title in TITLES.items():
+        if f"## {title}" not in lines:
+            continue
+        i = lines.index(f"## {title}") + 1
+        body = []
+        while i < len(lines) and not lines[i].startswith(("## ", "<!-- bench:")):
+            body.append(lines[i])
+            i += 1
+        text = [ln for ln in body if ln.strip()]
+        if not text or text[0].startswith("_Not run in this invocation"):
+            continue
+        if not text[0].startswith("_Carried over"):
+            body = ["", f"_Carried over from an earlier run ({head.get('Command', '?')}, {head.get('Date', '?')}): "
+                        "not measured by the command above._", *body]
+        out[sec] = body
+    return out
+
+
+def write_report(res: dict, out: str, previous: str | None = None) -> None:
+    """Rewrite `out` with the sections run in `res`; a section not run is carried over from
+    `previous` (the file before), marked as such, so measuring one section keeps the others."""
+    carried = _previous_sections(previous)
     m = res["machine"]
     gpu = m.get("GPU", "none") != "none"
     L = ["# s3core benchmarks", "",
@@ -188,6 +219,9 @@ def write_report(res: dict, out: str) -> None:
          f"- Wall time: {res.get('total_seconds', 0):.0f} s (" + ", ".join(
              f"{k} {v:.0f} s" for k, v in res.get("section_seconds", {}).items()) + ")", ""]
     for sec, title in TITLES.items():
+        if sec not in res and sec in carried:
+            L += [f"## {title}", *carried[sec]]
+            continue
         L += [f"## {title}", ""]
         if sec == "orchestration":
             o = res.get("orchestration")

@@ -14,7 +14,7 @@ SECTIONS = ("moe", "pruning", "data", "orchestration", "probe")
 # sections that write their own block of RESULTS.md (between markers) and leave the rest as it is,
 # so one of them can be measured again alone without wiping the other sections' figures; a run
 # without --only runs them after SECTIONS (not in the tiny profile of the smoke test)
-BLOCK_SECTIONS = ("stagecache",)
+BLOCK_SECTIONS = ("stagecache", "queue")
 KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 MULTIBENCH = {"name": "MultiBench-like", "d_model": 128, "d_ff": 512, "tokens": 320 * 50, "seq": 50}
 LARGE = {"name": "larger", "d_model": 256, "d_ff": 1024, "tokens": 640 * 50, "seq": 50}
@@ -68,6 +68,9 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
             res["data"] = bench_data(tmp_root=tmp_root, **cfg["data"])
         elif sec == "probe":
             res["probe"] = bench_probe(**cfg["probe"])
+        elif sec == "queue":
+            from .queue_bench import bench_queue
+            res["queue"] = bench_queue(profile, log=log)
         elif sec == "stagecache":
             from .stage_reuse import bench_stage_reuse
             res["stagecache"] = bench_stage_reuse(profile, log=log)
@@ -80,7 +83,7 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
     res["load_end"] = load_average()
     previous = open(out).read() if os.path.exists(out) else None
     if any(sec not in BLOCK_SECTIONS for sec in only):
-        write_report(res, out)
+        write_report(res, out, previous)
     from .report import write_blocks
     write_blocks(res, out, previous)
     log(f"[bench] wrote {out} ({res['total_seconds']:.0f} s)")
