@@ -118,7 +118,8 @@ def _expert_panels(arrays: dict, chi: int) -> list:
 def _evidence(client, benchmark: str, name: str, trials, scores, points, configs, images: dict) -> dict:
     """The section's evidence (paired statistics, frontier, experts); PNGs go into `images`."""
     bench_points = points[points["benchmark"] == benchmark]
-    out = {"paired": evidence.paired_rows(benchmark, scores, configs)}
+    out = {"paired": evidence.paired_rows(benchmark, scores, configs),
+           "curve_rows": evidence.curve_rows(benchmark, bench_points, configs)}
     frontier_png = plots.plot_frontier(benchmark, evidence.frontier_points(benchmark, bench_points, configs))
     if frontier_png is not None:
         images[f"frontier_{name}.png"] = frontier_png

@@ -56,6 +56,7 @@ class BenchmarkSection:
     unmatched: list[str]
     batch_note: str = "only one batch size in these trials"
     paired: list = field(default_factory=list)        # evidence.paired_rows
+    curve_rows: list = field(default_factory=list)    # evidence.curve_rows
     frontier: str | None = None                       # file name of the frontier PNG
     experts: list = field(default_factory=list)       # file names of the expert-usage heatmaps (one per chi)
     expert_rows: list = field(default_factory=list)   # evidence.expert_metric_rows
@@ -117,6 +118,10 @@ PAIRED_NOTE = ("Test accuracy at the p chosen on validation; S3 minus the other 
                "(same seed: same data order and initialisation), t-interval over the seeds' differences. "
                "An interval that covers 0 is \"no measurable difference\". Each side is its configuration "
                "best on validation; the no-Selection ablation is compared at the same χ.")
+CURVE_HEADER = ("configuration", "p", "seeds", "test acc (%)", "minus p = 1 (points)", "95% interval", "verdict")
+CURVE_NOTE = ("Test accuracy at each keep-ratio p, mean ± std over seeds, and its difference from the same "
+              "trials at p = 1, paired by seed (t-interval). An inverted U is an intermediate p measurably "
+              "above p = 1; an interval that covers 0 is \"no measurable difference\".")
 EXPERT_HEATMAP_NOTE = ("Expert usage per class on the test split, one seed (the lowest with the arrays): "
                        "rows are the no-Selection ablation's model (= S3 before Selection), S3 after Selection "
                        "at p = 1, and the pairs S3 kept at its chosen p; columns are modality x layer. Expert "
@@ -143,12 +148,22 @@ def _mean_cell(value) -> str:
     return f"{fmt(mean, std, 3)} ({n})"
 
 
+def _curve_cells(row: dict) -> tuple:
+    head = (row["label"], f"{row['keep_ratio']:g}", str(row["n"]), fmt(row["mean"], row["std"]))
+    if row["diff"] is None:
+        return head + ("–", "–", "reference" if row["keep_ratio"] == 1.0 else "–")
+    return head + (f"{row['diff']:+.2f}", _interval({"n": row["n"], **row}), row["verdict"])
+
+
 def _evidence_blocks(section: BenchmarkSection) -> list:
     blocks = []
     if section.paired:
         blocks += [Heading("Paired differences over seeds", 3), Paragraph(PAIRED_NOTE),
                    Table(PAIRED_HEADER, tuple((r["s3"], r["other"], str(r["n"]), f"{r['mean']:+.2f}", _interval(r),
                                                r["verdict"]) for r in section.paired))]
+    if section.curve_rows:
+        blocks += [Heading("Accuracy against p, paired with p = 1", 3), Paragraph(CURVE_NOTE),
+                   Table(CURVE_HEADER, tuple(_curve_cells(r) for r in section.curve_rows))]
     if section.frontier:
         blocks += [Heading("Accuracy vs compute", 3), Image(section.frontier, "accuracy vs compute")]
     if section.experts or section.expert_rows:

@@ -81,6 +81,35 @@ def frontier_points(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def curve_rows(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> list[dict]:
+    """Is there an inverted U? For S3 and the ablation at each chi (best configuration on
+    validation), each p: the test accuracy over seeds and its difference from p = 1 paired by seed.
+
+    Returns one dict per (label, p): label, chi, keep_ratio, mean, std, n, and the paired
+    difference from p = 1 (diff, low, high, verdict; None at p = 1 itself)."""
+    bench = configs[configs["benchmark"] == benchmark]
+    rows = []
+    for method in (S3, ABLATION):
+        for chi in sorted(bench.loc[bench["method"] == method, "chi"].unique()):
+            config = best_config_of(bench, method=method, chi=chi)
+            curve = points[points["run_id"].isin(config["run_ids"])]
+            by_p = {float(p): {int(s): float(v) for s, v in zip(g["seed"], g["test_acc"]) if pd.notna(s)}
+                    for p, g in curve.groupby("keep_ratio")}
+            if 1.0 not in by_p:
+                continue
+            label = method_label(method) + f" χ={int(chi)}"
+            for p in sorted(by_p, reverse=True):
+                scores = list(by_p[p].values())
+                row = {"label": label, "chi": int(chi), "keep_ratio": p, "mean": float(np.mean(scores)),
+                       "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else math.nan, "n": len(scores),
+                       "diff": None}
+                if p != 1.0 and len(set(by_p[p]) & set(by_p[1.0])) >= 2:
+                    d = paired_difference(by_p[p], by_p[1.0], names=(f"p = {p:g}", "p = 1"))
+                    row.update(diff=d.mean, low=d.low, high=d.high, verdict=d.verdict)
+                rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- experts
 
 # experts/<name>/<tag> metric names (s3core.analysis.ExpertAnalysis.to_metrics)
@@ -133,4 +162,4 @@ def load_expert_arrays(client, benchmark: str, trials: pd.DataFrame, configs: pd
     return out
 
 
-__all__ = ["paired_rows", "frontier_points", "expert_metric_rows", "load_expert_arrays"]
+__all__ = ["paired_rows", "curve_rows", "frontier_points", "expert_metric_rows", "load_expert_arrays"]

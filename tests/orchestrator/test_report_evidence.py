@@ -150,3 +150,24 @@ def test_build_report_reads_the_expert_arrays_and_writes_the_evidence(tmp_path):
     assert "Paired differences over seeds" in text and "no measurable difference" in text
     assert "dsc/x1-x2/L0" in text
     assert "no raw-feature reference row" in text     # synthetic without raw_probe: the note
+
+
+def test_curve_rows_pair_each_p_with_p1_by_seed():
+    scores, points, configs = _frames()
+    bump = {0: 1.2, 1: 0.8, 2: 1.0, 3: 1.1, 4: 0.9}               # p = 0.5: about +1, clearly above
+    wobble = {0: 0.5, 1: -0.5, 2: 0.5, 3: -0.5, 4: 0.0}           # p = 0.1: covers 0
+    s3 = points["run_id"].str.startswith("s3-")
+    for p, delta in ((0.5, bump), (0.1, wobble)):
+        rows = s3 & (points["keep_ratio"] == p)
+        points.loc[rows, "test_acc"] = [S3_ACC[s] + delta[s] for s in points.loc[rows, "seed"]]
+    rows = [r for r in evidence.curve_rows(BENCH, points, configs) if r["label"] == "S3 χ=4"]
+    by_p = {r["keep_ratio"]: r for r in rows}
+    assert [r["keep_ratio"] for r in rows] == [1.0, 0.5, 0.1]
+    assert by_p[1.0]["diff"] is None and by_p[1.0]["n"] == 5
+    assert by_p[1.0]["mean"] == pytest.approx(np.mean(list(S3_ACC.values())))
+    assert by_p[0.5]["diff"] == pytest.approx(1.0) and by_p[0.5]["low"] > 0 and by_p[0.5]["verdict"] == "p = 0.5 higher"
+    assert by_p[0.1]["low"] < 0 < by_p[0.1]["high"] and by_p[0.1]["verdict"] == "no measurable difference"
+    assert by_p[0.5]["std"] == pytest.approx(np.std([S3_ACC[s] + bump[s] for s in SEEDS], ddof=1))
+    # the ablation has its own rows, the dense baselines none
+    labels = {r["label"] for r in evidence.curve_rows(BENCH, points, configs)}
+    assert labels == {"S3 χ=4", "s3 without Stage 2 χ=4"}
