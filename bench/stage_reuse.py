@@ -1,7 +1,7 @@
 """Section `stagecache`: a grid's total trial-seconds with and without the stage cache (issue 12.1).
 
 Every trial of a preset's plan runs in this process through s3core twice, interleaved: once
-without the cache and once with a StageCache shared by the grid's trials (in the grid's order,
+without the cache and once with a StageCache shared by the grid's trials (in the plan's queue order,
 so a trial finds the stages an earlier one stored). The sum of TrialResult.seconds of each is
 the grid's trial-seconds (one slot; no Ray, no MLflow: those add the same to both). Each reused
 trial's curve and history are compared with its fresh twin: `identical` says the two agree to
@@ -88,16 +88,18 @@ HOW = ("How it works (s3core/stagecache.py): a training stage's result (weights,
        "probe, probe_max_iter, probe_l2) and the fields only a later stage reads (Stage 2's lambda_suff, "
        "lambda_min, lr_select, epochs_select). Entries are written to a temporary directory and renamed in one "
        "`os.replace`. A trial that needs a stage another trial is training waits on `<key>.lock` (O_EXCL, mtime "
-       "heartbeat; stale after 120 s or when its process is gone) rather than the plan ordering them: Tune "
-       "(and Optuna) decide at run time which trials run together, and a lock also covers two grids on one "
-       "storage. The grid's order (S3 before its baselines) keeps such waits rare. Each trial run gets tags "
+       "heartbeat; stale after 120 s or when its process is gone). The plan also orders them: its queue "
+       "(orchestrator/schedule.py, longest first) puts the trial that trains a shared stage ahead of those "
+       "that reuse it, whose size counts only what they train, so such waits are rare; the lock covers the "
+       "rest (Tune and Optuna decide at run time which trials run together; two grids on one storage). "
+       "Each trial run gets tags "
        "`s3.stage_cache.<stage>` = trained | reused, `.from` (the run that trained it) and `.key`; "
        "`run_grid.py --no-stage-cache` turns it off.")
 
 
 def stage_reuse_report(res: dict) -> list[str]:
     L = [HOW, "", "Every trial of the preset's plan runs twice in one process, interleaved: without the stage cache, "
-         "then with one StageCache shared by the grid (trials in the grid's order). Trial-seconds: the sum "
+         "then with one StageCache shared by the grid (trials in the plan's queue order). Trial-seconds: the sum "
          "of run_trial's seconds (one slot, no Ray/MLflow, which add the same to both). `identical`: the "
          "reused trial's curve and history equal the fresh twin's to the last bit (timings aside).", "",
          f"Load average (1/5/15 min) at start {res['load_start']}, at end {res['load_end']}; "

@@ -27,7 +27,9 @@ takes. Two trials that need the same stage at once: the first takes ``<root>/<ke
 (O_EXCL), trains, stores, releases; the second waits for the entry. The holder refreshes the
 lock's mtime every `heartbeat_s`; a lock older than `stale_after_s`, or of a dead process on this
 host, is stale and taken over. The lock saves duplicate work only; correctness never rests on it
-(an entry is complete or absent, and two writers of one key write the same content).
+(an entry is complete or absent, and two writers of one key write the same content). The
+orchestrator's queue (orchestrator/schedule.py) puts the trial that trains a shared stage ahead of
+those that reuse it, so such waits are rare.
 
 Pure PyTorch: no Ray, no MLflow. The orchestrator passes the directory (under the grid's storage).
 """
