@@ -9,8 +9,16 @@ Parts (each writes a table into the `gpu` block of bench/RESULTS.md):
    cudaMemcpy device->host events).
 Without CUDA, part 1 runs on the CPU in fp32 (so the script itself is tested) and parts 2-3 say
 "skipped: no CUDA"; the result is labelled with the device it ran on, never passed off as a GPU
-figure. Trials per hour with 1/2/4/8 trials packed on one GPU is not automated here: the
-commands are printed (`packing_commands`) for the same session.
+figure.
+4. packing: the same 8 trials (S3 chi 8 and CLIP, seeds 0-3, the paper preset's model, 1 + 1
+   epochs, batch 256) on a fake MOSEI-shaped file (`s3core.data.fake_multibench`, a quarter of
+   MOSEI's size) through `run_grid.py` at `--gpus-per-trial` 1, 0.5, 0.25 and 0.125 (1, 2, 4, 8
+   trials on the GPU at once): trials per hour (8 / (wall - the fixed part a `--resume` takes)) and
+   the GPU's mean utilisation (`nvidia-smi`, sampled every second), and from the best packing the
+   paper preset's time on one GPU, labelled as extrapolated. Most packed first; a packing left
+   when 390 s have passed is reported as not measured, so the call stays under 10 minutes.
+   CUDA only (tested on the CPU with `measure_packing(fractions=(0.0,), scale=0.02,
+   device="cpu")`: 8 trials, 394 s on this 2-core machine under load).
 """
 from __future__ import annotations
 
@@ -137,9 +145,136 @@ def count_host_syncs(device: str, chi: int = 8, tokens: int = 16000, seq: int = 
     return out
 
 
-def packing_commands() -> list[str]:
-    return [f"python run_grid.py --preset paper --benchmark mosei --data-dir <fake mosei dir> --epochs 1 "
-            f"--seeds 0 --gpus-per-trial {g} --storage-path /tmp/pack{g} --no-stage-cache" for g in (1, 0.5, 0.25, 0.125)]
+PACK_FRACTIONS = (1.0, 0.5, 0.25, 0.125)
+PACK_SEEDS = (0, 1, 2, 3)
+
+
+def pack_settings() -> dict:
+    """The S3Config fields every packing trial gets: the paper preset's model, batch 256, 1 + 1 epochs."""
+    from search_spaces import load_preset
+    model = {k: v for k, v in load_preset("paper").base.items() if k not in ("epochs_special", "epochs_select")}
+    return {**model, "batch_size": 256, "eval_batch_size": 512, "epochs_special": 1, "epochs_select": 1}
+
+
+def pack_args(data_dir: str, workdir: str, gpus_per_trial: float, device: str = "cuda") -> list[str]:
+    """run_grid.py's arguments for the packing workload: the smoke preset's methods (S3 and CLIP) with
+    pack_settings(), at chi 8, on the MOSEI-shaped file in data_dir."""
+    return ["--preset", "smoke", "--benchmark", "mosei", "--data-dir", data_dir,
+            "--seeds", *map(str, PACK_SEEDS), "--grid", "chi=[8]",
+            "--set", *(f"{k}={v}" for k, v in pack_settings().items()),
+            "--gpus-per-trial", str(gpus_per_trial), "--device", device, "--no-stage-cache", "--verbose", "0",
+            "--storage-path", f"{workdir}/runs", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db",
+            "--report-dir", f"{workdir}/report"]
+
+
+class _UtilisationSampler:
+    """Mean GPU utilisation (%) from `nvidia-smi` every `every_s` seconds while in the block."""
+
+    def __init__(self, every_s: float = 1.0):
+        import threading
+        self.every_s, self.samples, self._stop = every_s, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import subprocess
+        while not self._stop.wait(self.every_s):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout.split()
+                self.samples.append(float(out[0]))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                continue
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.samples) if self.samples else None
+
+
+def measure_packing(fractions=PACK_FRACTIONS, scale: float = 0.25, device: str = "cuda", budget_s: float = 390.0,
+                    log=print) -> dict:
+    """Trials per hour and GPU utilisation of the packing workload at each --gpus-per-trial, most
+    packed first; a fraction is skipped once `budget_s` has passed (the device call's 10 minutes)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from s3core.data.fake_multibench import write_fake
+
+    from .common import REPO_ROOT
+    root = tempfile.mkdtemp(prefix="s3bench-pack-")
+    rows = []
+    try:
+        data_dir = os.path.join(root, "data")
+        write_fake("mosei", data_dir, scale=scale)
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+        t_start = time.perf_counter()
+        for g in sorted(fractions):
+            left = budget_s - (time.perf_counter() - t_start)
+            if left <= 0:
+                rows.append({"gpus_per_trial": g, "skipped": f"the {budget_s:.0f} s budget was spent"})
+                log(f"[gpu] packing {g}: skipped, budget spent")
+                continue
+            work = os.path.join(root, f"pack{g}")
+            os.makedirs(work)
+            cmd = [sys.executable, os.path.join(REPO_ROOT, "run_grid.py"), *pack_args(data_dir, work, g, device)]
+            walls = []
+            for extra in ([], ["--resume"]):
+                with _UtilisationSampler() as util:
+                    t0 = time.perf_counter()
+                    try:
+                        proc = subprocess.run(cmd + extra, cwd=work, capture_output=True, text=True, env=env,
+                                              timeout=max(60.0, left + 60.0))
+                    except subprocess.TimeoutExpired:
+                        proc = None
+                if proc is None:
+                    break
+                walls.append(time.perf_counter() - t0)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"packing at --gpus-per-trial {g} failed: {proc.stderr.strip()[-1500:]}")
+                if not extra:
+                    utilisation = util.mean
+            if len(walls) < 2 or proc is None:
+                rows.append({"gpus_per_trial": g, "skipped": "timed out"})
+                log(f"[gpu] packing {g}: timed out")
+                continue
+            trials = 2 * len(PACK_SEEDS)
+            net = walls[0] - walls[1]
+            rows.append({"gpus_per_trial": g, "trials": trials, "wall_s": walls[0], "fixed_s": walls[1],
+                         "trials_per_hour": trials * 3600 / net, "gpu_util": utilisation})
+            log(f"[gpu] packing {g}: {rows[-1]['trials_per_hour']:.0f} trials/h, wall {walls[0]:.0f} s "
+                f"(fixed {walls[1]:.0f} s), GPU util {utilisation if utilisation is not None else 'n/a'}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"scale": scale, "rows": rows}
+
+
+def paper_preset_hours(rows: list[dict], scale: float) -> dict:
+    """The paper preset's time for one benchmark on one GPU, EXTRAPOLATED from the best packing:
+    its trials' passes over the training split (orchestrator.schedule: epochs x 3 per training
+    stage, one per keep-ratio; a stage the stage cache hands over counts 0) against the packing
+    trials' passes per hour, scaled from the packing data (`scale` of MOSEI) to MOSEI's size.
+    Crude by construction: batch size (64-512 in the paper grid) and start-up are left out."""
+    from orchestrator.plan import Overrides, make_plan
+    from orchestrator.schedule import longest_first, marginal_passes
+    from search_spaces import load_preset
+    paper = sum(marginal_passes(longest_first(make_plan(load_preset("paper")).trials())))
+    pack_trials = make_plan(load_preset("smoke"), Overrides(benchmarks=("mosei",), seeds=PACK_SEEDS,
+                                                            grid={"chi": [8]}, set=pack_settings())).trials()
+    pack = sum(marginal_passes(pack_trials))
+    best = max((r for r in rows if "trials_per_hour" in r), key=lambda r: r["trials_per_hour"])
+    passes_per_hour = best["trials_per_hour"] / len(pack_trials) * pack * scale
+    return {"gpus_per_trial": best["gpus_per_trial"], "hours": paper / passes_per_hour, "paper_passes": paper,
+            "pack_passes": pack}
 
 
 def run_gpu_bench(quick: bool = False, log=print) -> dict:
@@ -154,9 +289,16 @@ def run_gpu_bench(quick: bool = False, log=print) -> dict:
     else:
         res["skipped"] = "no CUDA on this machine: timing, compile and host-sync parts skipped"
         log(f"[gpu] {res['skipped']}")
-    res["packing"] = packing_commands()
+    if device == "cuda":
+        res["packing"] = measure_packing(log=log)
+        if any("trials_per_hour" in r for r in res["packing"]["rows"]):
+            res["packing"]["paper"] = paper_preset_hours(res["packing"]["rows"], res["packing"]["scale"])
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+def _util(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def gpu_report(res: dict) -> list[str]:
@@ -174,7 +316,22 @@ def gpu_report(res: dict) -> list[str]:
         L += ["", f"Host syncs per MoE layer forward: {res['syncs']}", ""]
     else:
         L += [f"_{res['skipped']}._", ""]
-    L += ["Packing (not automated; run in the same GPU session):", ""] + [f"- `{c}`" for c in res["packing"]] + [""]
+    pack = res.get("packing")
+    if pack:
+        L += [f"Packing: 8 trials (S3 chi 8 and CLIP, seeds 0-3, the paper preset's model, 1 + 1 epochs, batch 256) "
+              f"on a fake MOSEI-shaped file at {pack['scale']:g} of MOSEI's size, through run_grid.py:", "",
+              "| --gpus-per-trial | trials at once | wall s | fixed s | trials per hour (measured) | GPU utilisation % |",
+              "|---|---|---|---|---|---|"]
+        L += [f"| {r['gpus_per_trial']:g} | {round(1 / r['gpus_per_trial'])} | " + (
+              f"{r['wall_s']:.0f} | {r['fixed_s']:.0f} | {r['trials_per_hour']:.0f} | {_util(r['gpu_util'])} |"
+              if "trials_per_hour" in r else f"– | – | not measured: {r['skipped']} | – |") for r in pack["rows"]]
+        p = pack.get("paper")
+        L += [""] if p is None else ["", f"The paper preset on one GPU, one benchmark, **extrapolated** (not measured) from the best packing "
+                  f"(--gpus-per-trial {p['gpus_per_trial']:g}) by passes over the training split "
+                  f"(paper {p['paper_passes']} passes with the stage cache, packing workload {p['pack_passes']}) "
+                  f"at MOSEI's size: **{p['hours'] * 60:.0f} minutes** (goal: under 30).", ""]
+    else:
+        L += ["_Packing (trials per hour at --gpus-per-trial 1, 0.5, 0.25, 0.125): CUDA only, not run._", ""]
     return L
 
 
