@@ -146,7 +146,9 @@ BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without
           # written by hand from `python -m bench.slot_timeline` on a grid's store; never run by
           # `python -m bench`, so a rewrite always carries it over
           "timeline": "8. Slot timeline of a grid (issue 12.2)",
-          "queue": "9. Two trials at a time: the grid's order against longest first (issue 12.2)"}
+          "queue": "9. Two trials at a time: the grid's order against longest first (issue 12.2)",
+          # written by hand from `python -m bench.moe_profile`; never run by `python -m bench`
+          "moeprofile": "10. Where the MoE layer's CPU time goes (issue 12.3)"}
 
 
 def write_blocks(res: dict, out: str, previous: str | None = None) -> None:

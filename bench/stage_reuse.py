@@ -2,7 +2,8 @@
 
 Every trial of a preset's plan runs in this process through s3core twice, interleaved: once
 without the cache and once with a StageCache shared by the grid's trials (in the plan's queue order,
-so a trial finds the stages an earlier one stored). The sum of TrialResult.seconds of each is
+so a trial finds the stages an earlier one stored; which twin runs first alternates, after one
+untimed warm-up trial). The sum of TrialResult.seconds of each is
 the grid's trial-seconds (one slot; no Ray, no MLflow: those add the same to both). Each reused
 trial's curve and history are compared with its fresh twin: `identical` says the two agree to
 the last bit (timings aside).
@@ -51,11 +52,18 @@ def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, l
     root = tempfile.mkdtemp(prefix="s3bench-stagecache-")
     rows = []
     try:
-        for spec in plan.trials():
+        trials = plan.trials()
+        # warm-up (untimed): the first run in a process pays one-off costs (allocator, kernels, imports)
+        run_trial(bench, trials[0].s3_config(), trials[0].method, progress=False)
+        for i, spec in enumerate(trials):
             cfg = spec.s3_config()
-            fresh = run_trial(bench, cfg, spec.method, progress=False)
             cache = StageCache(root, digest, producer={"trial_key": spec.key(), "trial": spec.short()})
-            cached = run_trial(bench, cfg, spec.method, progress=False, stage_cache=cache)
+            if i % 2 == 0:        # alternate which twin runs first, so neither always finds warmer caches
+                fresh = run_trial(bench, cfg, spec.method, progress=False)
+                cached = run_trial(bench, cfg, spec.method, progress=False, stage_cache=cache)
+            else:
+                cached = run_trial(bench, cfg, spec.method, progress=False, stage_cache=cache)
+                fresh = run_trial(bench, cfg, spec.method, progress=False)
             same = _strip(fresh.curve) == _strip(cached.curve) and _strip(fresh.history) == _strip(cached.history)
             rows.append({"trial": spec.short(), "without_s": fresh.seconds, "with_s": cached.seconds,
                          "stages": [(e["stage"], e["status"]) for e in cache.events], "identical": same})
@@ -98,8 +106,9 @@ HOW = ("How it works (s3core/stagecache.py): a training stage's result (weights,
 
 
 def stage_reuse_report(res: dict) -> list[str]:
-    L = [HOW, "", "Every trial of the preset's plan runs twice in one process, interleaved: without the stage cache, "
-         "then with one StageCache shared by the grid (trials in the plan's queue order). Trial-seconds: the sum "
+    L = [HOW, "", "Every trial of the preset's plan runs twice in one process, interleaved: without the stage cache "
+         "and with one StageCache shared by the grid (trials in the plan's queue order; which twin runs first "
+         "alternates; one untimed warm-up trial first). Trial-seconds: the sum "
          "of run_trial's seconds (one slot, no Ray/MLflow, which add the same to both). `identical`: the "
          "reused trial's curve and history equal the fresh twin's to the last bit (timings aside).", "",
          f"Load average (1/5/15 min) at start {res['load_start']}, at end {res['load_end']}; "
