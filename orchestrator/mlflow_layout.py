@@ -77,6 +77,7 @@ CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
 CURVE_COST_METRICS = ("expert_flops", "embed_s")    # logged at the curve steps when the trial reports them
 CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction") + CURVE_COST_METRICS   # in curve.csv when the trial reports them
+CURVE_LOGGED = CURVE_COLUMNS + CURVE_COST_METRICS   # what a curve point logs at its step
 CURVE_ARTIFACT_DIR = "curve"
 MODEL_ARTIFACT_DIR = "model"          # model/model.pt: s3core.pipeline.trained_model_state (torch.save)
 MODEL_FILE = "model.pt"
@@ -100,7 +101,8 @@ def stage_cache_tags(events: list, run_of_key: dict) -> dict:
         if e["status"] == "reused":
             producer = e.get("from") or {}
             key = producer.get("trial_key", "")
-            tags[f"{base}.from"] = run_of_key.get(key) or f"trial {key} ({producer.get('trial', '?')}, grid "                                                          f"{producer.get('parent_run', '?')})"
+            tags[f"{base}.from"] = (run_of_key.get(key)
+                                    or f"trial {key} ({producer.get('trial', '?')}, grid {producer.get('parent_run', '?')})")
     return tags
 
 
@@ -137,7 +139,7 @@ def curve_metrics(curve: list[dict]) -> list[tuple[str, float, int]]:
     if len(set(steps)) != len(steps):
         raise ConfigError(f"the curve repeats a keep-ratio: {[row[KEEP_RATIO_METRIC] for row in curve]}")
     return [(key, float(row[key]), step) for row, step in zip(curve, steps)
-            for key in CURVE_COLUMNS + CURVE_COST_METRICS if key in row]
+            for key in CURVE_LOGGED if key in row]
 
 
 def _latest_by_step(history) -> dict[int, float]:
@@ -155,13 +157,13 @@ def read_curve(client, run_id: str) -> list[dict]:
 
     The keep-ratio is the logged ``keep_ratio`` metric where there is one (exact), else
     step / KEEP_RATIO_RESOLUTION (runs logged before the metric existed)."""
-    columns = {key: _latest_by_step(client.get_metric_history(run_id, key))
-               for key in CURVE_COLUMNS + CURVE_COST_METRICS}
+    columns = {key: _latest_by_step(client.get_metric_history(run_id, key)) for key in CURVE_LOGGED}
     steps = sorted(set().union(*(columns[k] for k in CURVE_METRICS)), reverse=True)
     rows = []
     for step in steps:
         row = {KEEP_RATIO_METRIC: columns[KEEP_RATIO_METRIC].get(step, step / KEEP_RATIO_RESOLUTION)}
-        row.update({key: columns[key][step] for key in CURVE_METRICS + CURVE_COST_METRICS if step in columns[key]})
+        row.update({key: columns[key][step] for key in CURVE_LOGGED
+                    if key != KEEP_RATIO_METRIC and step in columns[key]})
         rows.append(row)
     return rows
 

@@ -46,14 +46,18 @@ def trial_work(spec: TrialSpec) -> tuple[list[tuple[str, int]], int]:
     return stages, stage3
 
 
-def marginal_passes(trials: list[TrialSpec]) -> list[int]:
-    """Each trial's passes in this queue order: stages an earlier trial trains count 0."""
+def _marginal(works: list) -> list[int]:
+    """Each trial_work's passes in this order: stages an earlier one trains count 0."""
     seen, out = set(), []
-    for spec in trials:
-        stages, stage3 = trial_work(spec)
+    for stages, stage3 in works:
         out.append(stage3 + sum(p for ident, p in stages if ident not in seen))
         seen.update(ident for ident, _ in stages)
     return out
+
+
+def marginal_passes(trials: list[TrialSpec]) -> list[int]:
+    """Each trial's passes in this queue order: stages an earlier trial trains count 0."""
+    return _marginal([trial_work(spec) for spec in trials])
 
 
 def _tie_break(spec: TrialSpec) -> tuple[int, int]:
@@ -64,13 +68,14 @@ def _tie_break(spec: TrialSpec) -> tuple[int, int]:
 def longest_first(trials: list[TrialSpec]) -> list[TrialSpec]:
     """The trials sorted by size, largest first (ties: larger chi, smaller batch, then the grid's
     order), where a stage shared with a trial ahead in the queue is free."""
-    def by_size(queue, sizes):
-        ranked = sorted(range(len(queue)), key=lambda i: (-sizes[i], *_tie_break(queue[i]), i))
-        return [queue[i] for i in ranked]
+    items = [(spec, trial_work(spec), _tie_break(spec)) for spec in trials]
 
-    full = [stage3 + sum(p for _, p in stages) for stages, stage3 in map(trial_work, trials)]
-    queue = by_size(list(trials), full)          # the first trial with a prefix is its largest user
-    return by_size(queue, marginal_passes(queue))
+    def by_size(queue, sizes):
+        return [queue[i] for i in sorted(range(len(queue)), key=lambda i: (-sizes[i], *queue[i][2], i))]
+
+    # the first trial with a prefix is its largest user
+    queue = by_size(items, [stage3 + sum(p for _, p in stages) for _, (stages, stage3), _ in items])
+    return [spec for spec, _, _ in by_size(queue, _marginal([work for _, work, _ in queue]))]
 
 
 def order_trials(trials: list[TrialSpec], order: str) -> list[TrialSpec]:

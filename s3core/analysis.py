@@ -390,9 +390,9 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
     model.eval()
     try:
         passes = [(1.0, "both")] if keep_ratio >= 1.0 else [(1.0, "full"), (float(keep_ratio), "pruned")]
+        rows = torch.arange(len(st)) if order is None else torch.as_tensor(order).cpu().long()
         for p, name in passes:
             state["pass"] = name
-            rows = torch.arange(len(st)) if order is None else torch.as_tensor(order).cpu().long()
             for idx in rows.split(batch_size):
                 state["rows"] = idx                     # batch row -> row of the split
                 inputs, _ = st.batch(idx.to(st.labels.device))

@@ -273,10 +273,7 @@ def checkpoint_state(ev: EpochEnd) -> dict:
     stage, epoch, history = ev.checkpoint_at or (ev.stage, ev.epoch, ev.history or [])
     state = {"model": _unwrap(ev.model).state_dict(),
              "optimizer": None if ev.optimizer is None else ev.optimizer.state_dict(),
-             "stage": stage, "epoch": epoch, "history": list(history),
-             "torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+             "stage": stage, "epoch": epoch, "history": list(history), **rng_state()}
     return state
 
 

@@ -241,6 +241,7 @@ class StageCache:
 
 
 def rng_state() -> dict:
+    """The global RNG streams (torch, and CUDA once initialised): what pipeline.restore_rng sets back."""
     state = {"torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()

@@ -152,7 +152,7 @@ def _curve_cells(row: dict) -> tuple:
     head = (row["label"], f"{row['keep_ratio']:g}", str(row["n"]), fmt(row["mean"], row["std"]))
     if row["diff"] is None:
         return head + ("–", "–", "reference" if row["keep_ratio"] == 1.0 else "–")
-    return head + (f"{row['diff']:+.2f}", _interval({"n": row["n"], **row}), row["verdict"])
+    return head + (f"{row['diff']:+.2f}", _interval(row), row["verdict"])
 
 
 def _evidence_blocks(section: BenchmarkSection) -> list:

@@ -166,14 +166,13 @@ def plot_frontier(benchmark: str, frontier: pd.DataFrame) -> bytes | None:
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     colours = plt.get_cmap("tab10")
     for index, (label, group) in enumerate(frontier.groupby("label", sort=False)):
-        group = group.dropna(subset=["expert_flops"]).sort_values("expert_flops")
-        method = group["method"].iloc[0] if len(group) else None
-        if group.empty:
-            if method is None:
-                method = frontier.loc[frontier["label"] == label, "method"].iloc[0]
-            value = frontier.loc[frontier["label"] == label, "test_acc"].iloc[0]
+        with_flops = group.dropna(subset=["expert_flops"]).sort_values("expert_flops")
+        if with_flops.empty:          # no encoder, no FLOPs (the raw-feature probe): a reference line
+            value = group["test_acc"].iloc[0]
             ax.axhline(value, color="tab:olive", linestyle=":", linewidth=1.5, label=f"{label}: {value:.2f}")
             continue
+        group = with_flops
+        method = group["method"].iloc[0]
         style = METHOD_STYLES.get(method)
         colour = style[0] if style and method != "s3_no_select" else colours(index % 10)
         marker = "o" if method == S3 else ("^" if method == "s3_no_select" else "s")
