@@ -243,7 +243,7 @@ def measure_packing(fractions=PACK_FRACTIONS, scale: float = 0.25, device: str =
                     raise RuntimeError(f"packing at --gpus-per-trial {g} failed: {proc.stderr.strip()[-1500:]}")
                 if not extra:
                     utilisation = util.mean
-            if len(walls) < 2 or proc is None:
+            if len(walls) < 2:       # a run timed out
                 rows.append({"gpus_per_trial": g, "skipped": "timed out"})
                 log(f"[gpu] packing {g}: timed out")
                 continue

@@ -21,6 +21,8 @@ import torch
 from s3core.config import MoEConfig
 from s3core.moe import DenseFFN, MoEFFN
 
+from .moe_bench import _fwd_bwd, _inputs
+
 
 class _SlotCombine(torch.autograd.Function):
     """fused's maths with one (P, D) gather of the tokens (saved for backward) and a slot combine."""
@@ -91,15 +93,6 @@ class SlotCombineMoE(MoEFFN):
                                   self.w1, self.b1, self.w2, self.b2, inv, k)
 
 
-def _step(module, x):
-    def run():
-        xi = x.detach().requires_grad_(True)
-        out = module(xi)
-        (out.output if hasattr(out, "output") else out).sum().backward()
-        module.zero_grad(set_to_none=True)
-    return run
-
-
 def _ops_per_step(run, steps: int = 3) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -115,14 +108,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args(argv)
     D, F, seq = 128, 512, 50
-    x = torch.randn(args.tokens // seq, seq, D, generator=torch.Generator().manual_seed(0))
+    x = _inputs(D, args.tokens, seq)
 
     def moe(cls):
         torch.manual_seed(1)
         return cls(MoEConfig(d_model=D, d_ff=F, chi=args.chi, rho=4, top_k=args.chi, dispatch="fused"))
     torch.manual_seed(1)
-    runs = {"dense": _step(DenseFFN(D, F), x), "fused": _step(moe(MoEFFN), x),
-            "slot-combine": _step(moe(SlotCombineMoE), x)}
+    runs = {"dense": _fwd_bwd(DenseFFN(D, F), x), "fused": _fwd_bwd(moe(MoEFFN), x),
+            "slot-combine": _fwd_bwd(moe(SlotCombineMoE), x)}
     for run in runs.values():
         run()
     times = {k: [] for k in runs}

@@ -21,17 +21,9 @@ ORDERS = ("grid", "longest-first")
 def _timeline_of(workdir: str) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from orchestrator import mlflow_layout as L
-
-    from .slot_timeline import timeline
+    from .slot_timeline import timeline, trial_runs
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = []
-    for exp in client.search_experiments():
-        runs += [(r.info.start_time / 1000, r.info.end_time / 1000, r.info.run_name)
-                 for r in client.search_runs([exp.experiment_id],
-                                             filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
-                 if r.info.end_time]
-    t = timeline(runs, 2)
+    t = timeline(trial_runs(client, [e.experiment_id for e in client.search_experiments()]), 2)
     return {k: t[k] for k in ("makespan", "busy", "use", "tail")} | {
         "starts": [name for _, _, _, name in sorted(t["rows"])]}
 

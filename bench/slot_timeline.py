@@ -31,6 +31,14 @@ def timeline(runs: list[tuple[float, float, str]], slots: int = 2) -> dict:
     return {"rows": placed, "makespan": makespan, "busy": busy, "use": busy / (slots * makespan), "tail": tail}
 
 
+def trial_runs(client, experiment_ids: list[str]) -> list[tuple[float, float, str]]:
+    """(start s, end s, run name) of every finished trial run of the experiments (timeline's input)."""
+    from orchestrator import mlflow_layout as L
+    return [(r.info.start_time / 1000, r.info.end_time / 1000, r.info.run_name)
+            for r in client.search_runs(experiment_ids, filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
+            if r.info.end_time]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tracking-uri", required=True)
@@ -39,15 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
-    from orchestrator import mlflow_layout as L
     client = MlflowClient(args.tracking_uri)
     exp = client.get_experiment_by_name(args.experiment)
     if exp is None:
         print(f"error: no experiment {args.experiment!r} in {args.tracking_uri}", file=sys.stderr)
         return 2
-    runs = [(r.info.start_time / 1000, r.info.end_time / 1000, r.info.run_name)
-            for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
-            if r.info.end_time]
+    runs = trial_runs(client, [exp.experiment_id])
     if not runs:
         print("error: no finished trial runs in that experiment", file=sys.stderr)
         return 2
