@@ -1,10 +1,12 @@
 """constraints.txt is the one set of pinned versions, and everything that installs agrees with it:
 pyproject.toml's floors admit the pins, the launcher files install from it and pin nothing of
-their own, .ci/run installs with it, kuberay.yaml's pip list and image match it, and the
-environment these tests run in is the pinned one."""
+their own, README.md's two set-up commands (which .ci/run reads and runs) install with it,
+kuberay.yaml's pip list and image match it, and the environment these tests run in is the pinned
+one."""
 import importlib.metadata
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -100,15 +102,45 @@ def test_launcher_files_install_from_the_constraints_only(name):
     assert any("-e" in args and args[args.index("-e") + 1] == "$HOME/s3" for args in installs)
 
 
-def test_ci_installs_with_the_constraints():
-    lines = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines()
-             if "pip install" in ln and not ln.lstrip().startswith("#")]
-    project = [args for line in lines for args in pip_installs(line) if "-e" in args]
-    assert project and all("-c" in args and args[args.index("-c") + 1] == "constraints.txt" for args in project)
-    torch_pins = [r for line in lines for args in pip_installs(line) for r in pinned_requirements(args)]
-    assert torch_pins
-    for req in torch_pins:   # the CPU build installed first must be the pinned version
-        assert PINS[req.name.lower()] in req.specifier, req
+def readme_setup_commands(text: str) -> list[str]:
+    """The ```bash blocks of README.md's "## Set up" section, each as one string."""
+    section = text.split("\n## Set up\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0].strip() for block in section.split("```bash\n")[1:]]
+
+
+def ci_readme_commands(readme: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / ".ci" / "run"), "--print-readme-commands", str(readme)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ci_runs_readmes_two_commands_which_install_with_the_constraints():
+    commands = readme_setup_commands((REPO / "README.md").read_text())
+    assert len(commands) == 2, f"README.md's set-up has exactly two commands (the main job, the tests): {commands}"
+    proc = ci_readme_commands(REPO / "README.md")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == commands, "CI reads the commands it runs from README.md"
+    # CI installs nothing of its own: what it installs is what README's commands install
+    ci = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines() if not ln.lstrip().startswith("#")]
+    assert not [ln for ln in ci if "pip install" in ln], "CI installs only through README.md's commands"
+    main_job, tests = commands
+    assert main_job.endswith("python run_grid.py") and tests.endswith("python -m pytest")
+    for command, target in ((main_job, "."), (tests, ".[dev]")):
+        installs = pip_installs(command)
+        project = [args for args in installs if "-e" in args]
+        assert [args[args.index("-e") + 1] for args in project] == [target], command
+        assert all("-c" in args and args[args.index("-c") + 1] == "constraints.txt" for args in project), command
+        pins = [r for args in installs for r in pinned_requirements(args)]
+        assert [r.name for r in pins] == ["torch"], command   # the CPU build first, at the pinned version
+        for req in pins:
+            assert PINS[req.name.lower()] in req.specifier, req
+
+
+def test_ci_fails_loudly_when_readme_has_no_commands(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text().replace("Run the tests", "Then test"))
+    proc = ci_readme_commands(readme)
+    assert proc.returncode != 0 and not proc.stdout
+    assert proc.stderr.startswith("error: ") and "Run the tests" in proc.stderr, proc.stderr
 
 
 def test_kuberay_matches_the_constraints():
