@@ -145,6 +145,10 @@ def main(argv=None) -> int:
     from orchestrator.errors import user_errors
 
     args = build_parser().parse_args(argv)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print(f"error: --max-concurrent {args.max_concurrent}: at least 1 trial at once (leave it out for as "
+              "many as fit)", file=sys.stderr)
+        return 2
     with user_errors():
         from orchestrator import console
         from orchestrator.grid import run

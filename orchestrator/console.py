@@ -63,6 +63,13 @@ NO_ACTION = tuple(re.compile(p) for p in (
     # a failed trial's traceback: the console prints one FAILED line naming its error file
     r"Trial task failed for trial",
     r"Trials did not complete",
+    # Tune's loggers restoring their files for a trial that restarts before it wrote them (a
+    # failed trial's retry): nothing is lost, the trial writes them anew
+    r"Remote file not found: \S*/(result\.json|progress\.csv|params\.json|params\.pkl)$",
+    # MLflow's links to each run it ends, with an http store (a cluster's server): the console's
+    # closing lines name the experiment's page once
+    r"View run .* at: https?://",
+    r"View experiment at: https?://",
 ))
 QUIET_LOGGERS = ("ray", "mlflow", "optuna")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")

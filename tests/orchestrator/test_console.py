@@ -213,6 +213,51 @@ def test_session_diverts_what_needs_no_action_and_shows_the_rest(tmp_path, capsy
     assert all(C._ConsoleLogFilter not in {type(f) for f in h.filters} for h in logging.getLogger("ray").handlers)
 
 
+def test_mlflow_run_links_and_tunes_missing_logger_files_go_to_the_log(tmp_path, capsys, monkeypatch):
+    """With an http tracking store (a cluster's MLflow server), MLflow prints two links for every
+    run it ends; a failed trial's retry makes Tune's loggers warn that result.json is not there
+    yet. Neither asks anything of the user: below --verbose 2 both go to the log file only."""
+    import types
+
+    from mlflow.entities import Run, RunData, RunInfo
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    ray_handler_on_stderr(monkeypatch)
+    server = "http://127.0.0.1:5000"
+    store = RestStore(lambda: MlflowHostCreds(server))
+    run = Run(RunInfo(run_id="abc123", experiment_id="7", user_id="", status="FINISHED", start_time=0,
+                      end_time=1, lifecycle_stage="active", run_name="s3_chi2_seed0"), RunData())
+    monkeypatch.setattr(store, "get_run", lambda run_id: run)
+    client = types.SimpleNamespace(store=store, tracking_uri=server)
+    log_path = tmp_path / "logs" / "run.log"
+    with C.session(verbose=1, log_path=log_path):
+        TrackingServiceClient._log_url(client, "abc123")      # what MLflow prints when a run ends
+        logging.getLogger("ray.tune.logger.logger").warning(
+            f"Remote file not found: {tmp_path}/runs/grid/trial_0/result.json")
+        logging.getLogger("ray.tune.logger.logger").warning(f"Remote file not found: {tmp_path}/runs/model.pt")
+        print("[1/2] done   s3 synthetic")
+    captured = capsys.readouterr()
+    assert captured.out == "[1/2] done   s3 synthetic\n"
+    assert "result.json" not in captured.err and "model.pt" in captured.err   # only Tune's own files
+    text = log_path.read_text()
+    assert f"View run s3_chi2_seed0 at: {server}/#/experiments/7/runs/abc123" in text
+    assert f"View experiment at: {server}/#/experiments/7" in text
+    assert "trial_0/result.json" in text
+
+
+def test_a_negative_max_concurrent_is_refused_in_one_line(capsys):
+    from orchestrator.cli import main
+
+    for value in ("-2", "0"):
+        assert main(["--preset", "smoke", "--max-concurrent", value]) == 2
+        captured = capsys.readouterr()
+        (line,) = captured.err.splitlines()
+        assert line.startswith(f"error: --max-concurrent {value}: at least 1"), line
+        assert not captured.out
+
+
 def test_verbose_2_diverts_nothing(tmp_path, capsys, monkeypatch):
     ray_handler_on_stderr(monkeypatch)
     log_path = tmp_path / "run.log"
