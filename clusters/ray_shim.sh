@@ -3,7 +3,8 @@
 #
 # `ray down` runs `ray stop` on the head in a login shell, so `ray` must be on that shell's PATH.
 # head_setup_commands install this file as ~/s3_cluster/bin/ray and add one tagged line to
-# ~/.bashrc that puts ~/s3_cluster/bin on PATH (only `ray` is there: not the venv's python).
+# ~/.bashrc that puts ~/s3_cluster/bin on PATH (`ray`, and a `python` that is the system python3
+# where the machine has none: never the venv's python).
 # `ray stop` through this shim also stops the head's MLflow server, then removes the tagged line
 # and ~/s3_cluster: after `ray down` the machine's shells are as they were before `ray up`.
 # Every other command goes to the venv's ray unchanged.

@@ -4,6 +4,7 @@
 # MLFLOW_TRACKING_URI (the head's MLflow server). Only this script reads that file: nothing of the
 # cluster leaks into other shells on the machine. Arguments go to run_grid.py unchanged.
 #
+#   ray submit clusters/gpu.yaml run_grid.py -- --preset paper --benchmark mosei   (its copy hands over here)
 #   ray exec clusters/gpu.yaml --tmux 'bash ~/s3/clusters/run_grid.sh --preset paper --benchmark mosei'
 set -euo pipefail
 env_file="$HOME/s3_cluster/env.sh"

@@ -90,6 +90,21 @@ def test_run_grid_sh_gets_the_cluster_environment(tmp_path, name):
                                        "RAY_ADDRESS=auto MLFLOW_TRACKING_URI=http://127.0.0.1:5000"]
 
 
+@pytest.mark.parametrize("name", LAUNCHER_FILES)
+def test_ray_submit_runs_the_grid_in_the_cluster_environment(tmp_path, name):
+    """`ray submit CLUSTER.yaml run_grid.py -- ARGS` copies the script to ~/ and runs `python
+    ~/run_grid.py ARGS` in a launcher shell: the login shell's python (here no `python` on PATH
+    but /usr/bin/python3: setup's fallback) hands over to run_grid.sh, which runs the venv's."""
+    home = set_up_head(tmp_path, name)
+    (home / "run_grid.py").write_text((REPO / "run_grid.py").read_text())
+    shell = launcher_shell(home, "python ~/run_grid.py --preset smoke --seeds 0 1")
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines()[-2:] == [f"python {home}/s3/run_grid.py --preset smoke --seeds 0 1",
+                                              "RAY_ADDRESS=auto MLFLOW_TRACKING_URI=http://127.0.0.1:5000"]
+    python = launcher_shell(home, "command -v python; python -c 'import sys; print(sys.prefix)'")
+    assert "s3env" not in python.stdout, "the venv's python leaked onto PATH"
+
+
 def test_run_grid_sh_without_setup_is_one_line_error(tmp_path):
     ran = subprocess.run(["bash", str(CLUSTERS / "run_grid.sh"), "--preset", "smoke"],
                          env=sandbox_env(tmp_path), capture_output=True, text=True, timeout=60)
