@@ -380,6 +380,7 @@ def test_a_failed_trial_is_one_line_naming_its_error_file(tmp_path, grid_runner)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     both = proc.stdout + proc.stderr
     assert "Traceback" not in both and "Trial task failed" not in both, both
+    assert "Remote file not found" not in both, both    # Tune's loggers on the retry: to the log file
     (failed,) = [ln for ln in proc.stdout.splitlines() if " FAILED " in ln]
     m = re.fullmatch(r"\[\d/3\] FAILED s3 synthetic chi=2 batch_size=64 tau=1e-38 seed=0: DivergenceError: .* "
                      r"\(details: (/\S+/error\.txt)\)", failed)
