@@ -12,11 +12,11 @@ checkpoint storage folder, written only if something is logged). The console sti
 warnings and errors, except NO_ACTION: start-up notices that ask nothing of the user and Tune's
 per-trial tracebacks, which the one-line failure points to.
 
-On a terminal the live view is one status line redrawn in place. When stdout is not a terminal
-(piped to a file, `ray submit`'s remote console) it is a plain line, printed when a view begins,
-then when a trial has started since the last one and STATUS_EVERY_S passed (a trial that ends has
-its own line), and at least every HEARTBEAT_S; nothing written to a non-terminal carries a
-control character (ESC, carriage return).
+On a terminal (also `ray submit`'s, which runs over `ssh -tt`) the live view is one status line
+redrawn in place. When stdout is not a terminal (piped to a file, a Ray job's log) it is a plain
+line, printed when a view begins, then when a trial has started since the last one and
+STATUS_EVERY_S passed (a trial that ends has its own line), and at least every HEARTBEAT_S;
+nothing written to a non-terminal carries a control character (ESC, carriage return).
 
 How the grid uses it:
     with console.session(args.verbose, console.driver_log_path(args.storage_path)):   # cli.main
