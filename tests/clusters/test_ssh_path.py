@@ -13,6 +13,7 @@ It writes into root's home as the real file does (~/s3, ~/s3env, ...): it skips 
 those exists already, removes them afterwards and puts ~/.bashrc back byte for byte."""
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -27,7 +28,8 @@ import yaml
 from orchestrator.console import plain
 
 REPO = Path(__file__).resolve().parents[2]
-HOME = Path.home()
+# the home that sshd gives root (passwd's), which CI's $HOME need not be
+HOME = Path(pwd.getpwuid(0).pw_dir)
 # what the cluster files' setup, `ray up`, `ray submit` and the grid put in the head's home
 LEFT_IN_HOME = ("s3", "s3env", "s3_mlflow", "s3_runs", "s3_cluster", "report", "run_grid.py")
 TOOLS = {"sshd": "/usr/sbin/sshd", "rsync": "rsync", "tmux": "tmux", "unshare": "unshare"}
