@@ -152,7 +152,8 @@ def test_ray_up_submit_report_down_over_ssh(tmp_path):
         wall = time.monotonic() - start
         steps = {name: (int(rc), int(ms) / 1000) for name, rc, ms in
                  (ln.split("\t") for ln in (work / "steps.tsv").read_text().splitlines())}
-        outputs = {name: plain((work / f"{name}.out").read_text(errors="replace")) for name in steps}
+        # as a terminal shows it (bytes decoded, so a carriage return is not read as a new line)
+        outputs = {name: plain((work / f"{name}.out").read_bytes().decode(errors="replace")) for name in steps}
         print(f"\nSSH path: {wall:.0f} s in all; " + ", ".join(f"{n} {s:.0f} s (exit {rc})"
                                                               for n, (rc, s) in steps.items()))
         print("---- ray submit ... run_grid.py -- --preset smoke ----\n" + outputs.get("submit", ""))
