@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from .report import gpu_report, write_blocks  # noqa: F401  (gpu_report: this section's block, importable here)
+
 DISPATCHES = ("fused", "grouped_mm", "auto")
 TOL = {"fp32": dict(rtol=1e-4, atol=1e-5), "bf16": dict(rtol=3e-2, atol=3e-2)}
 
@@ -297,44 +299,6 @@ def run_gpu_bench(quick: bool = False, log=print) -> dict:
     return res
 
 
-def _util(value) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def gpu_report(res: dict) -> list[str]:
-    L = [f"Device: {res['device']}; wall {res['seconds']:.0f} s.", "",
-         "Correctness: each dispatch against the loop reference (output and every gradient), padding mask, "
-         "tolerance fp32 rtol 1e-4 / atol 1e-5, bf16 3e-2.", "",
-         "| device | dtype | chi | p | dispatch | max abs out | max abs grad | ok |", "|---|---|---|---|---|---|---|---|"]
-    L += [f"| {r['device']} | {r['dtype']} | {r['chi']} | {r['keep_ratio']} | {r['dispatch']} | {r['max_abs_out']:.2e} | "
-          f"{r['max_abs_grad']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in res["correctness"]]
-    L.append("")
-    if "timing" in res:
-        L += ["| chi | MoE / dense (eager) | compiled MoE / compiled dense | inference p=0.3 / p=1 |", "|---|---|---|---|"]
-        L += [f"| {r['chi']} | {r['moe/dense']:.2f}x | {r.get('compiled moe/compiled dense', float('nan')):.2f}x | "
-              f"{r['p0.3/p1']:.2f}x |" for r in res["timing"]]
-        L += ["", f"Host syncs per MoE layer forward: {res['syncs']}", ""]
-    else:
-        L += [f"_{res['skipped']}._", ""]
-    pack = res.get("packing")
-    if pack:
-        L += [f"Packing: 8 trials (S3 chi 8 and CLIP, seeds 0-3, the paper preset's model, 1 + 1 epochs, batch 256) "
-              f"on a fake MOSEI-shaped file at {pack['scale']:g} of MOSEI's size, through run_grid.py:", "",
-              "| --gpus-per-trial | trials at once | wall s | fixed s | trials per hour (measured) | GPU utilisation % |",
-              "|---|---|---|---|---|---|"]
-        L += [f"| {r['gpus_per_trial']:g} | {round(1 / r['gpus_per_trial'])} | " + (
-              f"{r['wall_s']:.0f} | {r['fixed_s']:.0f} | {r['trials_per_hour']:.0f} | {_util(r['gpu_util'])} |"
-              if "trials_per_hour" in r else f"– | – | not measured: {r['skipped']} | – |") for r in pack["rows"]]
-        p = pack.get("paper")
-        L += [""] if p is None else ["", f"The paper preset on one GPU, one benchmark, **extrapolated** (not measured) from the best packing "
-                  f"(--gpus-per-trial {p['gpus_per_trial']:g}) by passes over the training split "
-                  f"(paper {p['paper_passes']} passes with the stage cache, packing workload {p['pack_passes']}) "
-                  f"at MOSEI's size: **{p['hours'] * 60:.0f} minutes** (goal: under 30).", ""]
-    else:
-        L += ["_Packing (trials per hour at --gpus-per-trial 1, 0.5, 0.25, 0.125): CUDA only, not run._", ""]
-    return L
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -342,7 +306,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import datetime as dt
 
-    from .report import write_blocks
     res = run_gpu_bench(args.quick)
     write_blocks({"gpu": res, "command": "python -m bench --gpu", "profile": "gpu",
                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}, args.out)

@@ -15,6 +15,9 @@ import shutil
 import statistics
 import tempfile
 
+from .common import load_average
+from .orchestration import WORKLOADS, _in_process, _run_grid
+
 ORDERS = ("grid", "longest-first")
 
 
@@ -45,8 +48,6 @@ def summarize(runs: list[dict], reference_s: float) -> dict:
 
 
 def bench_queue(profile: str = "full", rounds: int | None = None, log=print) -> dict:
-    from .common import load_average
-    from .orchestration import WORKLOADS, _in_process, _run_grid
     work = WORKLOADS["quick" if profile != "full" else "full"]
     rounds = rounds or (2 if profile == "full" else 1)
     load = [load_average()]

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 import time
 
+from .common import load_average
+
 # MOSEI's shapes under the paper protocol (vision 35 + text 300 features, 50 steps); fewer samples
 MOSEI_LIKE = {"dims": (35, 300), "seq_len": 50, "label": "unique"}
 
@@ -79,7 +81,6 @@ def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, l
 
 
 def bench_stage_reuse(profile: str = "full", log=print) -> dict:
-    from .common import load_average
     out = {"load_start": load_average(), "workloads": []}
     t0 = time.perf_counter()
     for w in WORKLOADS[profile]:

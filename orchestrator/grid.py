@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from s3core.methods import primary_method
+
 from orchestrator import mlflow_layout as L
 from orchestrator.progress import ProgressCallback
 from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_resources, data_fingerprint,
@@ -296,7 +298,7 @@ def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callba
     from ray.tune.search.optuna import OptunaSearch
 
     done = len(study.finished_here(finished))
-    space = StudySpace(study.space, {"benchmark": study.benchmark, "seed": study.seed, "method": "s3",
+    space = StudySpace(study.space, {"benchmark": study.benchmark, "seed": study.seed, "method": primary_method(),
                                      "preset": study.preset, "overrides": study.base})
     # A resumed study must draw new samples. Its sampler seed moves on by the number already
     # finished: with the first run's seed, its first draws would be the first run's draws again,

@@ -29,7 +29,7 @@ Layout
       expert FLOPs per test sample its forwards computed (s3core.flops), and ``embed_s``, the
       seconds spent embedding the three splits;
     - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
-      computed once by s3core (pipeline.summarize); the report reads it, never recomputes it;
+      computed once by s3core (summary.summarize); the report reads it, never recomputes it;
     - the expert analysis (s3core.expert_trial, methods with more than one expert), step 0:
       ``experts/<key>`` for every key of ExpertAnalysis.to_metrics (DSC per layer, ...).
   artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``, and for a method
@@ -46,7 +46,7 @@ from pathlib import Path
 
 from s3core.config import KEEP_RATIO_RESOLUTION, ConfigError
 from s3core.methods import METHOD_NAMES as METHODS
-from s3core.pipeline import SUMMARY_METRICS
+from s3core.summary import SUMMARY_METRICS
 
 TAG_ROLE = "s3.role"
 ROLE_PARENT = "parent"
@@ -71,7 +71,6 @@ TAG_STAGE_CACHE = "s3.stage_cache"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 EXPERIMENT_PREFIX = "s3-"
-STAGE_PREFIXES = ("special", "select", "supervised")
 KEEP_RATIO_METRIC = "keep_ratio"
 CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS

@@ -17,7 +17,7 @@ import itertools
 import json
 from pathlib import Path
 
-from s3core.methods import get_method
+from s3core.methods import get_method, primary_method
 from search_spaces import Preset
 
 from orchestrator.contract import TrialSpec
@@ -187,19 +187,20 @@ def _check_grid(grid: dict) -> None:
 
 
 def grid_trials(preset: Preset, benchmarks, seeds, extra: dict, grid_override: dict | None = None) -> list[TrialSpec]:
-    """The grid's trials: s3 over the cross product of the grid; each baseline over the grid
-    fields its registry entry sweeps (s3_no_select: chi), with the base config otherwise."""
+    """The grid's trials: the primary method (s3) over the cross product of the grid; each baseline
+    over the grid fields its registry entry sweeps (s3_no_select: chi), with the base config otherwise."""
     base = {**preset.base, **extra}
     grid = {**preset.grid, **(grid_override or {})}
     _check_grid(grid)
     trials = []
+    primary = primary_method()
     for bench, seed in itertools.product(benchmarks, seeds):
-        for method in ("s3", *preset.baselines):
+        for method in (primary, *preset.baselines):
             sweeps = get_method(method).sweeps
             names = [n for n in grid if sweeps is None or n in sweeps]
             for values in itertools.product(*(grid[n] for n in names)):
                 trials.append(TrialSpec(bench, method, seed, preset.name, {**base, **dict(zip(names, values))},
-                                        label_fields=tuple(names) if method == "s3" else ()))
+                                        label_fields=tuple(names) if method == primary else ()))
     return trials
 
 
@@ -279,7 +280,7 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
                         for b in benchmarks)
         num_samples = None
     else:
-        TrialSpec(benchmarks[0], "s3", seeds[0], preset.name, base).s3_config().validate()
+        TrialSpec(benchmarks[0], primary_method(), seeds[0], preset.name, base).s3_config().validate()
         num_samples = o.num_samples or preset.search.num_samples
         studies = tuple(OptunaStudy(b, s, preset.name, preset.search.space, base, num_samples, o.seed_search)
                         for b in benchmarks for s in seeds)

@@ -20,10 +20,8 @@ import tempfile
 import time
 
 from orchestrator import mlflow_layout as L
-
-
-class ResweepError(RuntimeError):
-    """A run that cannot be re-swept. One line naming the fix."""
+from orchestrator.cli import parse_assignments
+from orchestrator.errors import ResweepError, user_errors
 
 
 def _parent_settings(client, run) -> tuple[dict, str | None]:
@@ -116,9 +114,7 @@ def main(argv=None) -> int:
                    help="other Stage-3 config fields, e.g. probe_l2=[0.01] eval_batch_size=512")
     p.add_argument("--overwrite", action="store_true", help="recompute a p the run already has")
     args = p.parse_args(argv)
-    from orchestrator.cli import parse_assignments
-    from orchestrator.errors import user_errors
-    from orchestrator.grid import connect_mlflow
+    from orchestrator.grid import connect_mlflow   # Ray's driver side; imported once the flags parse
 
     with user_errors():
         try:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from s3core.config import MoEConfig, S3Config
 from s3core.moe import DenseFFN, MoEFFN
+from s3core.stage_specs import is_router_param  # noqa: F401  (Stage 2's parameters, named here)
 
 
 class EncoderOutput(NamedTuple):
@@ -111,11 +112,6 @@ class S3Model(nn.Module):
 
     def forward(self, inputs: dict[str, tuple[Tensor, Tensor]], keep_ratio: float = 1.0) -> dict[str, EncoderOutput]:
         return {m: self.encoders[m](*inputs[m], keep_ratio=keep_ratio) for m in self.modalities}
-
-
-def is_router_param(name: str) -> bool:
-    """Stage 2 trains exactly these: the MoE routers W_g."""
-    return name.endswith("ffn.router.weight")
 
 
 def set_trainable(model: nn.Module, predicate) -> list[str]:
