@@ -41,7 +41,6 @@ def _strip(rows):
 
 def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, log=print) -> dict:
     from orchestrator.plan import Overrides, make_plan
-    from s3core.data import SyntheticConfig, load_benchmark
     from s3core.data.base import content_digest
     from s3core.pipeline import run_trial
     from s3core.stagecache import StageCache
@@ -49,7 +48,7 @@ def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, l
 
     plan = make_plan(load_preset(preset), Overrides(seeds=tuple(seeds), epochs=epochs, grid=dict(grid),
                                                     synthetic=dict(synthetic), benchmarks=("synthetic",)))
-    bench = load_benchmark("synthetic", synthetic=SyntheticConfig(**plan.data.synthetic))
+    bench = plan.data.load("synthetic")
     digest = content_digest(bench)
     root = tempfile.mkdtemp(prefix="s3bench-stagecache-")
     rows = []

@@ -36,6 +36,7 @@ class _KeyValue(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.mlflow_layout import default_tracking_uri
+    from s3core.data.registry import dataset_names
     from search_spaces import PRESETS
 
     p = argparse.ArgumentParser(
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to run")
     g.add_argument("--preset", default="default", choices=PRESETS, help="search space / grid (search_spaces/)")
     g.add_argument("--benchmark", nargs="+", default=None,
-                   help="benchmark(s): synthetic, mosi, mosei, urfunny, mustard, arrays (default: the preset's)")
+                   help=f"benchmark(s): {', '.join(dataset_names())} (default: the preset's)")
     g.add_argument("--data-dir", default=None, help="folder with the MultiBench .pkl files, or the .npz / Arrow "
                                                      "folder for 'arrays'")
     g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: default vision "

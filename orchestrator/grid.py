@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from s3core.data.registry import get_dataset
 from s3core.methods import primary_method
 
 from orchestrator import mlflow_layout as L
@@ -69,18 +70,14 @@ def connect_mlflow(uri: str):
 
 
 def load_data(plan: Plan) -> dict:
-    from s3core.data import SyntheticConfig, load_benchmark
-
+    """Every benchmark of the plan, loaded once in the driver (DataSettings.load)."""
     out = {}
     for name in plan.data.benchmarks:
-        synthetic = SyntheticConfig(**plan.data.synthetic) if name == "synthetic" else None
         t0 = time.perf_counter()
-        if name != "synthetic":   # a MultiBench pickle's first load converts it to the Arrow cache: minutes
+        if get_dataset(name).data_dir:   # a MultiBench pickle's first load converts it to the Arrow cache: minutes
             print(f"loading {name} from {plan.data.data_dir} (the first load converts it to an Arrow cache) ...",
                   flush=True)
-        out[name] = b = load_benchmark(name, data_dir=plan.data.data_dir, modalities=plan.data.modalities,
-                                       label_rule=plan.data.label_rule, synthetic=synthetic,
-                                       source_file=plan.data.source_file, alignment=plan.data.alignment)
+        out[name] = b = plan.data.load(name)
         print(f"loaded {b.describe()} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return out
 

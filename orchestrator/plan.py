@@ -17,6 +17,7 @@ import itertools
 import json
 from pathlib import Path
 
+from s3core.data.registry import load_for_grid
 from s3core.methods import get_method, primary_method
 from search_spaces import Preset
 
@@ -81,6 +82,16 @@ class DataSettings:
     synthetic: dict                # the preset's synthetic overrides merged with the user's
     source_file: str | None = None
     alignment: str | None = None
+
+    def options(self) -> dict:
+        """The data options every benchmark of the grid is given (s3core.data.load_for_grid)."""
+        return {"label_rule": self.label_rule, "source_file": self.source_file, "alignment": self.alignment,
+                "synthetic": self.synthetic or None}
+
+    def load(self, name: str, data_dir: str | None = None):
+        """Benchmark `name` as this grid loads it (the grid, resweep); data_dir: where its files are now."""
+        return load_for_grid(name, data_dir=data_dir or self.data_dir, modalities=self.modalities,
+                             options=self.options())
 
 
 @dataclasses.dataclass(frozen=True)

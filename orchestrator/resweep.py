@@ -22,6 +22,7 @@ import time
 from orchestrator import mlflow_layout as L
 from orchestrator.cli import parse_assignments
 from orchestrator.errors import ResweepError, user_errors
+from orchestrator.plan import DataSettings, data_fingerprint
 
 
 def _parent_settings(client, run) -> tuple[dict, str | None]:
@@ -36,16 +37,14 @@ def _parent_settings(client, run) -> tuple[dict, str | None]:
 
 
 def _load_data(settings: dict, benchmark: str, data_dir: str | None):
-    from s3core.data import SyntheticConfig, load_benchmark
-
+    """The benchmark as the grid loaded it, from its parent run's logged data settings."""
     def value(key):
         raw = settings.get(key, "None")
         return None if raw == "None" else json.loads(raw) if raw[:1] in "[{" else raw
 
-    synthetic = SyntheticConfig(**(value("synthetic") or {})) if benchmark == "synthetic" else None
-    return load_benchmark(benchmark, data_dir=data_dir or value("data_dir"), modalities=value("modalities"),
-                          label_rule=value("label_rule"), synthetic=synthetic, source_file=value("source_file"),
-                          alignment=value("alignment"))
+    data = DataSettings((benchmark,), value("data_dir"), value("modalities"), value("label_rule"),
+                        value("synthetic") or {}, value("source_file"), value("alignment"))
+    return data.load(benchmark, data_dir)
 
 
 def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, device: str = "cpu",
@@ -57,8 +56,6 @@ def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, de
     from s3core.pipeline import model_from_state, summarize
     from s3core.stages import sparsify
     from s3core.tensors import to_tensors
-
-    from orchestrator.plan import data_fingerprint
 
     run = client.get_run(run_id)
     if run.info.status == "RUNNING":
