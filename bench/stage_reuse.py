@@ -14,6 +14,12 @@ import shutil
 import tempfile
 import time
 
+from orchestrator.plan import Overrides, make_plan
+from s3core.data.base import content_digest
+from s3core.pipeline import run_trial
+from s3core.stagecache import StageCache
+from search_spaces import load_preset
+
 from .common import load_average
 
 # MOSEI's shapes under the paper protocol (vision 35 + text 300 features, 50 steps); fewer samples
@@ -40,11 +46,6 @@ def _strip(rows):
 
 
 def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, log=print) -> dict:
-    from orchestrator.plan import Overrides, make_plan
-    from s3core.data.base import content_digest
-    from s3core.pipeline import run_trial
-    from s3core.stagecache import StageCache
-    from search_spaces import load_preset
 
     plan = make_plan(load_preset(preset), Overrides(seeds=tuple(seeds), epochs=epochs, grid=dict(grid),
                                                     synthetic=dict(synthetic), benchmarks=("synthetic",)))

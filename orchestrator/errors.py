@@ -19,7 +19,7 @@ def user_error_types() -> tuple[type, ...]:
     from search_spaces import PresetError
     types = [ConfigError, DataError, GridError, PresetError, ResweepError]
     try:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException   # as above
         types.append(MlflowException)
     except ImportError:
         pass

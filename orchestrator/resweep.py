@@ -19,6 +19,13 @@ import sys
 import tempfile
 import time
 
+import torch
+from mlflow.entities import Metric
+
+from s3core.pipeline import model_from_state, summarize
+from s3core.stages import sparsify
+from s3core.tensors import to_tensors
+
 from orchestrator import mlflow_layout as L
 from orchestrator.cli import parse_assignments
 from orchestrator.errors import ResweepError, user_errors
@@ -43,20 +50,13 @@ def _load_data(settings: dict, benchmark: str, data_dir: str | None):
         return None if raw == "None" else json.loads(raw) if raw[:1] in "[{" else raw
 
     data = DataSettings((benchmark,), value("data_dir"), value("modalities"), value("label_rule"),
-                        value("synthetic") or {}, value("source_file"), value("alignment"))
+                        value("synthetic") or {}, value("source_file"), value("alignment"), value("options") or {})
     return data.load(benchmark, data_dir)
 
 
 def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, device: str = "cpu",
             changes: dict | None = None, overwrite: bool = False, printer=print) -> list[dict]:
     """Stage 3 at `keep_ratios` on the model logged in `run_id`; returns the run's whole new curve."""
-    import torch
-    from mlflow.entities import Metric
-
-    from s3core.pipeline import model_from_state, summarize
-    from s3core.stages import sparsify
-    from s3core.tensors import to_tensors
-
     run = client.get_run(run_id)
     if run.info.status == "RUNNING":
         raise ResweepError(f"run {run_id} is RUNNING; wait for its grid to end (one writer per MLflow store)")
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                    help="other Stage-3 config fields, e.g. probe_l2=[0.01] eval_batch_size=512")
     p.add_argument("--overwrite", action="store_true", help="recompute a p the run already has")
     args = p.parse_args(argv)
-    from orchestrator.grid import connect_mlflow   # Ray's driver side; imported once the flags parse
+    from orchestrator.grid import connect_mlflow   # grid loads Ray (its progress view): not for --help
 
     with user_errors():
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 
@@ -96,7 +97,6 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(result.as_dict(), f, indent=1)
-        import os
         os.replace(args.json + ".tmp", args.json)
     return 0
 

@@ -102,9 +102,9 @@ class S3Model(nn.Module):
     def __init__(self, dims: dict[str, int], seq_lens: dict[str, int], cfg: S3Config,
                  task_head: nn.Module | None = None):
         """task_head: a module on [z_1, ..., z_M] that a method trains with the encoders (the
-        supervised control's linear classifier); None for the self-supervised methods."""
+        supervised control's linear classifier); None for the self-supervised methods. cfg is
+        validated by the caller (run_trial, model_from_state): the model trusts it."""
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.modalities = tuple(dims)
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], seq_lens[m], cfg) for m in dims})

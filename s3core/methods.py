@@ -1,7 +1,8 @@
 """Methods as a registry: what each trains, in which order, with which config, and what it sweeps.
 
-Adding a method is one `Method` entry in METHODS; nothing else switches on its name. The
-baselines use encoders with equal active parameters: a dense FFN of width d_ff is the MoE with
+Adding a method is one `Method` entry in METHODS (or `register(Method(...))`): its stages (a
+new objective is a `Stage` with its loss, s3core.stage_specs), role, label and plot style; nothing
+else switches on its name (tests/structure/test_registries.py adds one). The baselines use encoders with equal active parameters: a dense FFN of width d_ff is the MoE with
 chi = rho = top_k = 1, whose single gate is always 1.
 
 - ``s3``: Stage 1 (Specialization) -> Stage 2 (Selection, routers only) -> Stage 3 sweep of p.
@@ -96,6 +97,7 @@ def _linear_head(width: int, num_classes: int) -> nn.Module:
 def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
     """The raw-feature reference as a one-point curve (p = 1): the linear probe of every method,
     on each modality's raw features averaged over its real steps (s3core.analysis)."""
+    # torch: loaded when the reference runs, so the registry loads without it
     import time
 
     from s3core.analysis import raw_feature_embeddings

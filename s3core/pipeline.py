@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from s3core.analysis import ExpertAnalysis
 from s3core.config import ConfigError, S3Config
 from s3core.data.base import Benchmark, DataError
-from s3core.analysis import ExpertAnalysis
+from s3core.distributed import rank_world
 from s3core.encoder import S3Model
 from s3core.expert_trial import trial_expert_analysis
-from s3core.methods import METHOD_NAMES as METHODS
-from s3core.methods import all_stages, get_method
-from s3core.distributed import rank_world
+from s3core.methods import METHOD_NAMES as METHODS, all_stages, get_method
 from s3core.stagecache import StageCache, rng_state
 from s3core.stages import EpochEnd, OnEpoch, run_stage, sparsify
 from s3core.summary import SUMMARY_METRICS, summarize
@@ -222,12 +222,12 @@ def trained_model_state(model: nn.Module, data: BenchmarkTensors | Benchmark, cf
 
 def model_from_state(state: dict) -> tuple[nn.Module, S3Config]:
     """The inverse of trained_model_state: (model in eval mode, its config)."""
-    from types import SimpleNamespace
 
     fields = dict(state["config"])
     for name in ("keep_ratios", "probe_l2"):
         fields[name] = tuple(fields[name])
     cfg = S3Config(**fields)
+    cfg.replace(device="cpu").validate()   # what the model reads; it is built on the CPU, wherever it trained
     shapes = SimpleNamespace(modalities=tuple(state["modalities"]), dims=state["dims"], seq_lens=state["seq_lens"],
                              num_classes=state["num_classes"])
     model = build_model(shapes, cfg, state["method"])

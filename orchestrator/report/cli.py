@@ -43,6 +43,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     try:
         check_sqlite_exists(uri)
+        # MLflow: a second of import, and it reads the retry settings above; the report itself
+        # only reads through the client it is given
         from mlflow.tracking import MlflowClient
         try:
             client = MlflowClient(tracking_uri=uri)

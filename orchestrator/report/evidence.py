@@ -148,7 +148,7 @@ def expert_metric_rows(benchmark: str, trials: pd.DataFrame, configs: pd.DataFra
 def load_expert_arrays(client, benchmark: str, trials: pd.DataFrame, configs: pd.DataFrame) -> dict:
     """The expert analysis arrays of the lowest seed of S3 and of the ablation at each chi:
     {(method, chi): (seed, ExpertAnalysis)}; runs without the artifact are left out."""
-    from s3core.analysis import ExpertAnalysis
+    from s3core.analysis import ExpertAnalysis   # torch: the report loads without it until it reads arrays
 
     bench = configs[configs["benchmark"] == benchmark]
     out = {}

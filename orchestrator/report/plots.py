@@ -21,9 +21,10 @@ MAX_P_TICKS = 12   # beyond this many distinct p, matplotlib picks the ticks
 
 
 def _pyplot():
+    # matplotlib: a second of import, paid when a plot is drawn, not by `import orchestrator.report`
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg")
     return plt
 
 

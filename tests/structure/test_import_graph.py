@@ -108,6 +108,39 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert cycles({name: imports_of(name, modules) for name in modules}) == []
 
 
+def lazy_imports_without_a_reason(modules: dict[str, Path]) -> list[str]:
+    """Imports inside functions with no comment saying why: on the statement, or on a comment line
+    above it within its run of imports and blank lines."""
+    bad = []
+    for name, path in modules.items():
+        text = path.read_text().split("\n")
+        for fn in ast.walk(ast.parse("\n".join(text))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                explained, above = "#" in text[node.end_lineno - 1], node.lineno - 2
+                while not explained and above >= 0:
+                    line = text[above].strip()
+                    if line.startswith("#") or (line.startswith(("import ", "from ")) and "#" in line):
+                        explained = True
+                    elif line and not line.startswith(("import ", "from ")):
+                        break
+                    above -= 1
+                if not explained:
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {text[node.lineno - 1].strip()}")
+    return bad
+
+
+def test_every_import_inside_a_function_says_why():
+    """Imports inside functions only where they keep a heavy or optional dependency out of a
+    module's import (torch out of the report, Ray out of planning, a measured child process's
+    imports), each with a comment saying so."""
+    bad = lazy_imports_without_a_reason(project_modules())
+    assert not bad, "imports inside functions without a reason:\n" + "\n".join(bad)
+
+
 def test_the_project_has_no_import_cycle():
     graph = import_graph()
     assert len(graph) > 50 and "orchestrator.report" in graph and "s3core.pipeline" in graph

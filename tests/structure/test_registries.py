@@ -2,6 +2,7 @@
 (issue 19), and the report reads the method registry without torch."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -44,14 +45,21 @@ TOY_METHOD = Method("toy_align", (Stage("align", alignment_loss, every_param, "l
                     style=Style("tab:red", "D", ":"))
 
 
+@contextlib.contextmanager
+def registered(registry, entry):
+    """`entry` in `registry` (s3core.methods or s3core.data.registry) for the block."""
+    registry.register(entry)
+    try:
+        yield entry
+    finally:
+        registry.unregister(entry.name)
+
+
 @pytest.fixture
 def toy_method():
     """The whole of a new method: its loss (above) and this one entry."""
-    methods.register(TOY_METHOD)
-    try:
-        yield TOY_METHOD
-    finally:
-        methods.unregister(TOY_METHOD.name)
+    with registered(methods, TOY_METHOD) as entry:
+        yield entry
 
 
 def test_a_registered_method_runs_through_the_pipeline(toy_method):
@@ -130,7 +138,7 @@ def load_toy(name: str, data_dir, modalities, *, noise: float = 0.5) -> "dataset
         feats = {m: (labels[:, None, None] * 2.0 - 1.0 + noise * rng.standard_normal((n, 3, d))).astype(np.float32)
                  for m, d in (("left", 5), ("right", 7))}
         splits[split] = Split(feats, {m: np.ones((n, 3), bool) for m in feats}, labels.astype(np.int64))
-    bench = Benchmark(name, ("left", "right"), splits, 2, {"source": "toy loader"})
+    bench = Benchmark(name, ("left", "right"), splits, 2, {"source": f"toy loader, noise {noise}"})
     return validate_benchmark(select_modalities(bench, modalities, source=name), source=name)
 
 
@@ -140,11 +148,8 @@ TOY_DATASET = datasets.Dataset("toy", load_toy, aliases=("toy-data",), options=(
 
 @pytest.fixture
 def toy_dataset():
-    datasets.register(TOY_DATASET)
-    try:
-        yield TOY_DATASET
-    finally:
-        datasets.unregister(TOY_DATASET.name)
+    with registered(datasets, TOY_DATASET) as entry:
+        yield entry
 
 
 def test_a_registered_dataset_loads_by_name_alias_and_options(toy_dataset):
@@ -175,14 +180,15 @@ GRID_SCRIPT = textwrap.dedent("""
 
 
 def test_a_grid_runs_on_a_registered_dataset(tmp_path, toy_dataset):
-    """The dataset is registered in the driver only: the grid loads data there and ships it to the trials."""
+    """The dataset is registered in the driver only: the grid loads data there and ships it to the
+    trials. Its own loader option reaches it through --data-option, with no flag of its own."""
     script = tmp_path / "grid_on_toy.py"
     script.write_text(GRID_SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     args = ["--preset", "smoke", "--benchmark", "toy", "--num-cpus", "2", "--executor", "direct", "--verbose", "0",
-            "--set", "keep_ratios=[1.0,0.5]", "epochs_special=1", "epochs_select=1",
+            "--set", "keep_ratios=[1.0,0.5]", "epochs_special=1", "epochs_select=1", "--data-option", "noise=0.25",
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path", str(tmp_path / "runs"),
             "--report-dir", str(tmp_path / "report")]
     proc = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
@@ -200,5 +206,7 @@ def test_a_grid_runs_on_a_registered_dataset(tmp_path, toy_dataset):
     assert {r.data.tags[L.TAG_BENCHMARK] for r in runs} == {"toy"}
     parent = client.get_run(runs[0].data.tags[L.TAG_PARENT])
     assert json.loads(parent.data.params["data.benchmarks"]) == ["toy"]
+    assert json.loads(parent.data.params["data.options"]) == {"noise": 0.25}   # the entry's own option
+    assert "source toy loader, noise 0.25" in proc.stdout + proc.stderr       # reached its loader
     report = (tmp_path / "report" / "report.md").read_text()
     assert "55.50 (p~0.5)" in report          # the entry's paper figure, beside S3 at chi 2
