@@ -25,7 +25,7 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
-    import torch
+    import torch   # not at module level: the data section's measured child processes import this module
     info = {
         "cpu": cpu_model(),
         "logical cores": os.cpu_count(),
@@ -120,7 +120,7 @@ def maxrss_mib() -> float:
     v = _status_kib("VmHWM")
     if v is not None:
         return v / 1024
-    import resource
+    import resource   # Unix only, and only where /proc is missing
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

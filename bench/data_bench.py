@@ -33,6 +33,7 @@ def pickle_bytes(splits: dict[str, int]) -> int:
 # ---------------------------------------------------------------- child side (in a subprocess)
 
 def _write(a: dict) -> dict:
+    # child side: a measured process imports what its action needs and nothing else (peak RSS)
     import pickle
 
     import numpy as np
@@ -79,7 +80,7 @@ def child(a: dict) -> dict:
                 for m in MOSEI_DIMS:
                     total += float(sp[m].sum(dtype=np.float64))
     elif action == "pickle_load":
-        import pickle
+        import pickle   # as above: only what this action measures
         with open(a["path"], "rb") as f:
             obj = pickle.load(f)  # our own file, written above: safe to unpickle
     elif action in ("convert", "cache_load", "cache_load_touch"):

@@ -24,18 +24,34 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from orchestrator.plan import Overrides, make_plan
+from orchestrator.schedule import longest_first, marginal_passes
+from s3core.config import MoEConfig
+from s3core.data.fake_multibench import write_fake
+from s3core.moe import DenseFFN, MoEFFN
+from search_spaces import load_preset
+
+from .common import REPO_ROOT
+from .report import gpu_report, write_blocks  # noqa: F401  (gpu_report: this section's block, importable here)
 
 DISPATCHES = ("fused", "grouped_mm", "auto")
 TOL = {"fp32": dict(rtol=1e-4, atol=1e-5), "bf16": dict(rtol=3e-2, atol=3e-2)}
 
 
 def _layer(dispatch: str, chi: int, d_model: int, d_ff: int, rho: int, device, seed: int = 0):
-    from s3core.config import MoEConfig
-    from s3core.moe import MoEFFN
     torch.manual_seed(seed)
     layer = MoEFFN(MoEConfig(d_model=d_model, d_ff=d_ff, chi=chi, rho=rho, dispatch=dispatch)).to(device)
     torch.nn.init.normal_(layer.router.weight, std=1.0)   # real preferences: no ties decide top-k
@@ -98,7 +114,6 @@ def _median_ratio(fns: dict, ref: str, rounds: int, device: str) -> dict:
 def time_moe_vs_dense(device: str, chis=(2, 4, 8), tokens: int = 16000, seq: int = 50, d_model: int = 128,
                       d_ff: int = 512, rounds: int = 7, compile_: bool = True) -> list[dict]:
     """MoE (auto dispatch) / dense, forward+backward, eager and compiled; inference p=0.3 / p=1."""
-    from s3core.moe import DenseFFN
     x = torch.randn(tokens // seq, seq, d_model, device=device)
     rows = []
     for chi in chis:
@@ -126,7 +141,6 @@ def time_moe_vs_dense(device: str, chis=(2, 4, 8), tokens: int = 16000, seq: int
 
 def count_host_syncs(device: str, chi: int = 8, tokens: int = 16000, seq: int = 50) -> dict:
     """Device->host syncs in one MoE layer forward (with a padding mask, at p = 1 and p = 0.5)."""
-    from torch.profiler import ProfilerActivity, profile
     x = torch.randn(tokens // seq, seq, 128, device=device)
     mask = torch.ones(tokens // seq, seq, dtype=torch.bool, device=device)
     mask[:, :5] = False
@@ -151,7 +165,6 @@ PACK_SEEDS = (0, 1, 2, 3)
 
 def pack_settings() -> dict:
     """The S3Config fields every packing trial gets: the paper preset's model, batch 256, 1 + 1 epochs."""
-    from search_spaces import load_preset
     model = {k: v for k, v in load_preset("paper").base.items() if k not in ("epochs_special", "epochs_select")}
     return {**model, "batch_size": 256, "eval_batch_size": 512, "epochs_special": 1, "epochs_select": 1}
 
@@ -171,12 +184,10 @@ class _UtilisationSampler:
     """Mean GPU utilisation (%) from `nvidia-smi` every `every_s` seconds while in the block."""
 
     def __init__(self, every_s: float = 1.0):
-        import threading
         self.every_s, self.samples, self._stop = every_s, [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        import subprocess
         while not self._stop.wait(self.every_s):
             try:
                 out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
@@ -202,15 +213,8 @@ def measure_packing(fractions=PACK_FRACTIONS, scale: float = 0.25, device: str =
                     log=print) -> dict:
     """Trials per hour and GPU utilisation of the packing workload at each --gpus-per-trial, most
     packed first; a fraction is skipped once `budget_s` has passed (the device call's 10 minutes)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
 
-    from s3core.data.fake_multibench import write_fake
 
-    from .common import REPO_ROOT
     root = tempfile.mkdtemp(prefix="s3bench-pack-")
     rows = []
     try:
@@ -264,9 +268,6 @@ def paper_preset_hours(rows: list[dict], scale: float) -> dict:
     stage, one per keep-ratio; a stage the stage cache hands over counts 0) against the packing
     trials' passes per hour, scaled from the packing data (`scale` of MOSEI) to MOSEI's size.
     Crude by construction: batch size (64-512 in the paper grid) and start-up are left out."""
-    from orchestrator.plan import Overrides, make_plan
-    from orchestrator.schedule import longest_first, marginal_passes
-    from search_spaces import load_preset
     paper = sum(marginal_passes(longest_first(make_plan(load_preset("paper")).trials())))
     pack_trials = make_plan(load_preset("smoke"), Overrides(benchmarks=("mosei",), seeds=PACK_SEEDS,
                                                             grid={"chi": [8]}, set=pack_settings())).trials()
@@ -297,52 +298,12 @@ def run_gpu_bench(quick: bool = False, log=print) -> dict:
     return res
 
 
-def _util(value) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def gpu_report(res: dict) -> list[str]:
-    L = [f"Device: {res['device']}; wall {res['seconds']:.0f} s.", "",
-         "Correctness: each dispatch against the loop reference (output and every gradient), padding mask, "
-         "tolerance fp32 rtol 1e-4 / atol 1e-5, bf16 3e-2.", "",
-         "| device | dtype | chi | p | dispatch | max abs out | max abs grad | ok |", "|---|---|---|---|---|---|---|---|"]
-    L += [f"| {r['device']} | {r['dtype']} | {r['chi']} | {r['keep_ratio']} | {r['dispatch']} | {r['max_abs_out']:.2e} | "
-          f"{r['max_abs_grad']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in res["correctness"]]
-    L.append("")
-    if "timing" in res:
-        L += ["| chi | MoE / dense (eager) | compiled MoE / compiled dense | inference p=0.3 / p=1 |", "|---|---|---|---|"]
-        L += [f"| {r['chi']} | {r['moe/dense']:.2f}x | {r.get('compiled moe/compiled dense', float('nan')):.2f}x | "
-              f"{r['p0.3/p1']:.2f}x |" for r in res["timing"]]
-        L += ["", f"Host syncs per MoE layer forward: {res['syncs']}", ""]
-    else:
-        L += [f"_{res['skipped']}._", ""]
-    pack = res.get("packing")
-    if pack:
-        L += [f"Packing: 8 trials (S3 chi 8 and CLIP, seeds 0-3, the paper preset's model, 1 + 1 epochs, batch 256) "
-              f"on a fake MOSEI-shaped file at {pack['scale']:g} of MOSEI's size, through run_grid.py:", "",
-              "| --gpus-per-trial | trials at once | wall s | fixed s | trials per hour (measured) | GPU utilisation % |",
-              "|---|---|---|---|---|---|"]
-        L += [f"| {r['gpus_per_trial']:g} | {round(1 / r['gpus_per_trial'])} | " + (
-              f"{r['wall_s']:.0f} | {r['fixed_s']:.0f} | {r['trials_per_hour']:.0f} | {_util(r['gpu_util'])} |"
-              if "trials_per_hour" in r else f"– | – | not measured: {r['skipped']} | – |") for r in pack["rows"]]
-        p = pack.get("paper")
-        L += [""] if p is None else ["", f"The paper preset on one GPU, one benchmark, **extrapolated** (not measured) from the best packing "
-                  f"(--gpus-per-trial {p['gpus_per_trial']:g}) by passes over the training split "
-                  f"(paper {p['paper_passes']} passes with the stage cache, packing workload {p['pack_passes']}) "
-                  f"at MOSEI's size: **{p['hours'] * 60:.0f} minutes** (goal: under 30).", ""]
-    else:
-        L += ["_Packing (trials per hour at --gpus-per-trial 1, 0.5, 0.25, 0.125): CUDA only, not run._", ""]
-    return L
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="bench/RESULTS.md")
     args = ap.parse_args(argv)
-    import datetime as dt
 
-    from .report import write_blocks
     res = run_gpu_bench(args.quick)
     write_blocks({"gpu": res, "command": "python -m bench --gpu", "profile": "gpu",
                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}, args.out)

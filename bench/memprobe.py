@@ -15,9 +15,10 @@ import time
 
 
 def _ffn(a: dict) -> dict:
+    # a measured process: each case imports what it needs and nothing else (its peak RSS counts it)
     import torch
     torch.set_num_threads(int(a["threads"]))
-    from bench.common import maxrss_mib, reset_peak_rss, rss_mib
+    from bench.common import maxrss_mib, reset_peak_rss, rss_mib   # as above
     from bench.moe_bench import _fwd_bwd, _inputs, _make
     m = _make(a["kind"], a["d_model"], a["d_ff"], a["chi"], a["rho"])
     _fwd_bwd(m, _inputs(a["d_model"], 64, 8))()       # kernels and lazy state, at a tiny size
@@ -36,7 +37,7 @@ def main() -> None:
     if a["case"] == "ffn":
         res = _ffn(a)
     else:
-        from bench.data_bench import child
+        from bench.data_bench import child   # as above
         res = child(a)
     print(json.dumps(res))
 

@@ -6,7 +6,8 @@ import statistics
 import torch
 
 from s3core.config import MoEConfig, S3Config
-from s3core.moe import DenseFFN, MoEFFN, resolve_dispatch
+from s3core.encoder import ModalityEncoder
+from s3core.moe import DenseFFN, MoEFFN, num_kept, resolve_dispatch, top_pairs
 
 from .common import interleaved, ratio_stats, run_child
 
@@ -81,7 +82,6 @@ def bench_pruning(keep_ratios, d_model: int, d_ff: int, chi: int, rho: int, toke
                   input_dim: int, n_layers: int, rounds: int = 5, dispatches=("fused", "grouped_mm")) -> dict:
     """Inference (no_grad) time vs keep-ratio p for one MoE layer (per dispatch) and for a whole
     ModalityEncoder; ratios to p = 1.0 within each round."""
-    from s3core.encoder import ModalityEncoder
     x = _inputs(d_model, tokens, seq)
     out = {"keep_ratios": list(keep_ratios), "layer": {}, "encoder": None,
            "setup": {"d_model": d_model, "d_ff": d_ff, "chi": chi, "rho": rho, "tokens": x.shape[0] * x.shape[1],
@@ -113,7 +113,6 @@ def bench_pruning(keep_ratios, d_model: int, d_ff: int, chi: int, rho: int, toke
 
 def _bench_pair_selection(keep_ratios, num_pairs: int, rounds: int) -> dict:
     """Choosing the kept pairs alone: topk(n_keep) (before) vs s3core.moe.top_pairs (after), in ms."""
-    from s3core.moe import num_kept, top_pairs
     scores = torch.rand(num_pairs, generator=torch.Generator().manual_seed(0))
     cands = {}
     for p in keep_ratios[1:]:

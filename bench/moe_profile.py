@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from s3core.config import MoEConfig
 from s3core.moe import DenseFFN, MoEFFN
@@ -94,7 +95,6 @@ class SlotCombineMoE(MoEFFN):
 
 
 def _ops_per_step(run, steps: int = 3) -> dict[str, float]:
-    from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             run()

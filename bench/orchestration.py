@@ -15,6 +15,11 @@ import sys
 import tempfile
 import time
 
+from orchestrator.cli import build_parser, overrides_from_args
+from orchestrator.plan import make_plan
+from s3core.pipeline import run_trial
+from search_spaces import load_preset
+
 from .common import REPO_ROOT
 
 PENDING = "pending: needs the orchestrator"
@@ -32,16 +37,11 @@ WORKLOADS = {
 
 def _in_process(workload_args: list[str]) -> tuple[float, int]:
     """The grid's trials run one after another in this process, through s3core only."""
-    from orchestrator.cli import build_parser, overrides_from_args
-    from orchestrator.plan import make_plan
-    from s3core.data import SyntheticConfig, load_benchmark
-    from s3core.pipeline import run_trial
-    from search_spaces import load_preset
 
     args = build_parser().parse_args(workload_args)
     plan = make_plan(load_preset(args.preset), overrides_from_args(args))
     t0 = time.perf_counter()
-    bench = load_benchmark("synthetic", synthetic=SyntheticConfig(**plan.data.synthetic))
+    bench = plan.data.load("synthetic")
     trials = plan.trials()
     for spec in trials:
         run_trial(bench, spec.s3_config(), spec.method, progress=False)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from s3core.probe import linear_probe
+
 from .common import interleaved, ratio_stats
 
 
@@ -19,7 +21,6 @@ def _data(n: int, d: int, seed: int):
 
 
 def bench_probe(sizes=((2000, 128), (16000, 256)), rounds: int = 3) -> dict:
-    from s3core.probe import linear_probe
 
     rows = []
     for n, d in sizes:

@@ -15,13 +15,17 @@ import shutil
 import statistics
 import tempfile
 
+from mlflow.tracking import MlflowClient
+
+from .common import load_average
+from .orchestration import WORKLOADS, _in_process, _run_grid
+from .slot_timeline import timeline, trial_runs
+
 ORDERS = ("grid", "longest-first")
 
 
 def _timeline_of(workdir: str) -> dict:
-    from mlflow.tracking import MlflowClient
 
-    from .slot_timeline import timeline, trial_runs
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     t = timeline(trial_runs(client, [e.experiment_id for e in client.search_experiments()]), 2)
     return {k: t[k] for k in ("makespan", "busy", "use", "tail")} | {
@@ -45,8 +49,6 @@ def summarize(runs: list[dict], reference_s: float) -> dict:
 
 
 def bench_queue(profile: str = "full", rounds: int | None = None, log=print) -> dict:
-    from .common import load_average
-    from .orchestration import WORKLOADS, _in_process, _run_grid
     work = WORKLOADS["quick" if profile != "full" else "full"]
     rounds = rounds or (2 if profile == "full" else 1)
     load = [load_average()]

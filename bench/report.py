@@ -6,6 +6,8 @@ import os
 from .common import fmt_ms, fmt_ratio
 from .orchestration import PENDING
 from .probe_bench import probe_report
+from .queue_bench import queue_report
+from .stage_reuse import stage_reuse_report
 
 TITLES = {"moe": "1. MoE FFN vs dense FFN (forward + backward)",
           "pruning": "2. Pruning buys speed: inference time vs keep-ratio p",
@@ -151,13 +153,48 @@ BLOCKS = {"stagecache": "6. Stage cache: a grid's trial-seconds with and without
           "moeprofile": "10. Where the MoE layer's CPU time goes (issue 12.3)"}
 
 
+def _util(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def gpu_report(res: dict) -> list[str]:
+    L = [f"Device: {res['device']}; wall {res['seconds']:.0f} s.", "",
+         "Correctness: each dispatch against the loop reference (output and every gradient), padding mask, "
+         "tolerance fp32 rtol 1e-4 / atol 1e-5, bf16 3e-2.", "",
+         "| device | dtype | chi | p | dispatch | max abs out | max abs grad | ok |", "|---|---|---|---|---|---|---|---|"]
+    L += [f"| {r['device']} | {r['dtype']} | {r['chi']} | {r['keep_ratio']} | {r['dispatch']} | {r['max_abs_out']:.2e} | "
+          f"{r['max_abs_grad']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in res["correctness"]]
+    L.append("")
+    if "timing" in res:
+        L += ["| chi | MoE / dense (eager) | compiled MoE / compiled dense | inference p=0.3 / p=1 |", "|---|---|---|---|"]
+        L += [f"| {r['chi']} | {r['moe/dense']:.2f}x | {r.get('compiled moe/compiled dense', float('nan')):.2f}x | "
+              f"{r['p0.3/p1']:.2f}x |" for r in res["timing"]]
+        L += ["", f"Host syncs per MoE layer forward: {res['syncs']}", ""]
+    else:
+        L += [f"_{res['skipped']}._", ""]
+    pack = res.get("packing")
+    if pack:
+        L += [f"Packing: 8 trials (S3 chi 8 and CLIP, seeds 0-3, the paper preset's model, 1 + 1 epochs, batch 256) "
+              f"on a fake MOSEI-shaped file at {pack['scale']:g} of MOSEI's size, through run_grid.py:", "",
+              "| --gpus-per-trial | trials at once | wall s | fixed s | trials per hour (measured) | GPU utilisation % |",
+              "|---|---|---|---|---|---|"]
+        L += [f"| {r['gpus_per_trial']:g} | {round(1 / r['gpus_per_trial'])} | " + (
+              f"{r['wall_s']:.0f} | {r['fixed_s']:.0f} | {r['trials_per_hour']:.0f} | {_util(r['gpu_util'])} |"
+              if "trials_per_hour" in r else f"– | – | not measured: {r['skipped']} | – |") for r in pack["rows"]]
+        p = pack.get("paper")
+        L += [""] if p is None else ["", f"The paper preset on one GPU, one benchmark, **extrapolated** (not measured) from the best packing "
+                  f"(--gpus-per-trial {p['gpus_per_trial']:g}) by passes over the training split "
+                  f"(paper {p['paper_passes']} passes with the stage cache, packing workload {p['pack_passes']}) "
+                  f"at MOSEI's size: **{p['hours'] * 60:.0f} minutes** (goal: under 30).", ""]
+    else:
+        L += ["_Packing (trials per hour at --gpus-per-trial 1, 0.5, 0.25, 0.125): CUDA only, not run._", ""]
+    return L
+
+
 def write_blocks(res: dict, out: str, previous: str | None = None) -> None:
     """Replace (or append) the block of each BLOCKS section run in `res`, between its markers in `out`;
     the rest of the file is left as it is. A block not run this time is carried over from `previous`
     (the file before write_report rewrote it), so its figures are not lost."""
-    from .gpu import gpu_report
-    from .queue_bench import queue_report
-    from .stage_reuse import stage_reuse_report
     renders = {"stagecache": stage_reuse_report, "gpu": gpu_report, "queue": queue_report}
     text = open(out).read() if os.path.exists(out) else "# s3core benchmarks\n"
     for sec, title in BLOCKS.items():

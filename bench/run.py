@@ -7,14 +7,43 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from .common import load_average, machine_info
+from .data_bench import bench_data
+from .moe_bench import bench_moe_vs_dense, bench_pruning
+from .orchestration import bench_orchestration
+from .probe_bench import bench_probe
+from .queue_bench import bench_queue
+from .report import write_blocks, write_report
+from .stage_reuse import bench_stage_reuse
 
-SECTIONS = ("moe", "pruning", "data", "orchestration", "probe")
-# sections that write their own block of RESULTS.md (between markers) and leave the rest as it is,
-# so one of them can be measured again alone without wiping the other sections' figures; a run
-# without --only runs them after SECTIONS (not in the tiny profile of the smoke test)
-BLOCK_SECTIONS = ("stagecache", "queue")
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report: run(profile, the profile's settings, tmp_root, log) -> its results.
+    block: it writes its own block of RESULTS.md (between markers) and leaves the rest as it is,
+    so it can be measured again alone without wiping the other sections' figures; a run without
+    --only runs the block sections after the others (not in the tiny profile of the smoke test)."""
+
+    run: Callable[[str, dict, str, Callable], dict]
+    block: bool = False
+
+
+# a new section is one entry here (plus its report block: bench/report.py)
+SECTION_TABLE = {
+    "moe": Section(lambda profile, cfg, tmp_root, log: bench_moe_vs_dense(**cfg["moe"])),
+    "pruning": Section(lambda profile, cfg, tmp_root, log: bench_pruning(**cfg["pruning"])),
+    "data": Section(lambda profile, cfg, tmp_root, log: bench_data(tmp_root=tmp_root, **cfg["data"])),
+    "orchestration": Section(lambda profile, cfg, tmp_root, log: bench_orchestration(quick=profile != "full",
+                                                                                      profile=profile)),
+    "probe": Section(lambda profile, cfg, tmp_root, log: bench_probe(**cfg["probe"])),
+    "stagecache": Section(lambda profile, cfg, tmp_root, log: bench_stage_reuse(profile, log=log), block=True),
+    "queue": Section(lambda profile, cfg, tmp_root, log: bench_queue(profile, log=log), block=True),
+}
+SECTIONS = tuple(name for name, sec in SECTION_TABLE.items() if not sec.block)
+BLOCK_SECTIONS = tuple(name for name, sec in SECTION_TABLE.items() if sec.block)
 KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 MULTIBENCH = {"name": "MultiBench-like", "d_model": 128, "d_ff": 512, "tokens": 320 * 50, "seq": 50}
 LARGE = {"name": "larger", "d_model": 256, "d_ff": 1024, "tokens": 640 * 50, "seq": 50}
@@ -43,11 +72,6 @@ PROFILES = {
 def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=None, command: str | None = None,
                    tmp_root: str = "/tmp", log=print) -> dict:
     """Run the sections of `profile` (all, or those in `only`), write the report to `out`; return the results."""
-    from .data_bench import bench_data
-    from .moe_bench import bench_moe_vs_dense, bench_pruning
-    from .orchestration import bench_orchestration
-    from .probe_bench import bench_probe
-    from .report import write_report
     cfg = PROFILES[profile]
     only = tuple(only) if only else SECTIONS + (BLOCK_SECTIONS if profile != "tiny" else ())
     res = {"profile": profile, "command": command or "python -m bench", "sections_run": list(only),
@@ -60,22 +84,7 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
             continue
         log(f"[bench] {sec} ...")
         s0 = time.perf_counter()
-        if sec == "moe":
-            res["moe"] = bench_moe_vs_dense(**cfg["moe"])
-        elif sec == "pruning":
-            res["pruning"] = bench_pruning(**cfg["pruning"])
-        elif sec == "data":
-            res["data"] = bench_data(tmp_root=tmp_root, **cfg["data"])
-        elif sec == "probe":
-            res["probe"] = bench_probe(**cfg["probe"])
-        elif sec == "queue":
-            from .queue_bench import bench_queue
-            res["queue"] = bench_queue(profile, log=log)
-        elif sec == "stagecache":
-            from .stage_reuse import bench_stage_reuse
-            res["stagecache"] = bench_stage_reuse(profile, log=log)
-        else:
-            res["orchestration"] = bench_orchestration(quick=profile != "full", profile=profile)
+        res[sec] = SECTION_TABLE[sec].run(profile, cfg, tmp_root, log)
         timings[sec] = time.perf_counter() - s0
         log(f"[bench] {sec} done in {timings[sec]:.0f} s")
     res["section_seconds"] = timings
@@ -84,7 +93,6 @@ def run_benchmarks(profile: str = "full", out: str = "bench/RESULTS.md", only=No
     previous = open(out).read() if os.path.exists(out) else None
     if any(sec not in BLOCK_SECTIONS for sec in only):
         write_report(res, out, previous)
-    from .report import write_blocks
     write_blocks(res, out, previous)
     log(f"[bench] wrote {out} ({res['total_seconds']:.0f} s)")
     return res
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tmp-root", default="/tmp", help="where the data section's temp dir goes")
     args = ap.parse_args(argv)
     if args.gpu:
-        from .gpu import main as gpu_main
+        from .gpu import main as gpu_main   # the GPU checks only; their module is not a section here
         return gpu_main(["--out", args.out] + (["--quick"] if args.quick else []))
     profile = args.profile or ("quick" if args.quick else "full")
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlflow.tracking import MlflowClient
+
+from orchestrator import mlflow_layout as L
+
 
 def timeline(runs: list[tuple[float, float, str]], slots: int = 2) -> dict:
     """runs: (start s, end s, name). Returns {"rows": [(start, end, slot, name)], "makespan",
@@ -33,7 +37,6 @@ def timeline(runs: list[tuple[float, float, str]], slots: int = 2) -> dict:
 
 def trial_runs(client, experiment_ids: list[str]) -> list[tuple[float, float, str]]:
     """(start s, end s, run name) of every finished trial run of the experiments (timeline's input)."""
-    from orchestrator import mlflow_layout as L
     return [(r.info.start_time / 1000, r.info.end_time / 1000, r.info.run_name)
             for r in client.search_runs(experiment_ids, filter_string=f"tags.`{L.TAG_ROLE}` = '{L.ROLE_TRIAL}'")
             if r.info.end_time]
@@ -45,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", default="s3-synthetic")
     ap.add_argument("--slots", type=int, default=2, help="the grid's --max-concurrent (default 2)")
     args = ap.parse_args(argv)
-    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(args.tracking_uri)
     exp = client.get_experiment_by_name(args.experiment)

@@ -14,6 +14,14 @@ import shutil
 import tempfile
 import time
 
+from orchestrator.plan import Overrides, make_plan
+from s3core.data.base import content_digest
+from s3core.pipeline import run_trial
+from s3core.stagecache import StageCache
+from search_spaces import load_preset
+
+from .common import load_average
+
 # MOSEI's shapes under the paper protocol (vision 35 + text 300 features, 50 steps); fewer samples
 MOSEI_LIKE = {"dims": (35, 300), "seq_len": 50, "label": "unique"}
 
@@ -38,16 +46,10 @@ def _strip(rows):
 
 
 def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, log=print) -> dict:
-    from orchestrator.plan import Overrides, make_plan
-    from s3core.data import SyntheticConfig, load_benchmark
-    from s3core.data.base import content_digest
-    from s3core.pipeline import run_trial
-    from s3core.stagecache import StageCache
-    from search_spaces import load_preset
 
     plan = make_plan(load_preset(preset), Overrides(seeds=tuple(seeds), epochs=epochs, grid=dict(grid),
                                                     synthetic=dict(synthetic), benchmarks=("synthetic",)))
-    bench = load_benchmark("synthetic", synthetic=SyntheticConfig(**plan.data.synthetic))
+    bench = plan.data.load("synthetic")
     digest = content_digest(bench)
     root = tempfile.mkdtemp(prefix="s3bench-stagecache-")
     rows = []
@@ -79,7 +81,6 @@ def run_workload(preset: str, seeds, epochs: int, grid: dict, synthetic: dict, l
 
 
 def bench_stage_reuse(profile: str = "full", log=print) -> dict:
-    from .common import load_average
     out = {"load_start": load_average(), "workloads": []}
     t0 = time.perf_counter()
     for w in WORKLOADS[profile]:

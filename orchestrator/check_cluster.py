@@ -16,11 +16,17 @@ import json
 import sys
 from pathlib import Path
 
+import jsonschema
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from orchestrator.resources import TrialRequest, check_request, shape_from_cluster_config
+
 RAYJOB_KIND = "RayJob"
 
 
 def ray_schema_path() -> Path:
-    import ray
     return Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
 
 
@@ -116,24 +122,17 @@ class ClusterConfigError(ValueError):
 def validate_launcher_config(config: dict) -> None:
     """What `ray up` does to a launcher file: Ray's JSON schema, then prepare + validate.
     Raises jsonschema.ValidationError or ValueError as Ray does."""
-    import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
     jsonschema.validate(config, json.loads(ray_schema_path().read_text()))
     validate_config(prepare_config(config))
 
 
 def validate_rayjob(config: dict) -> None:
-    import jsonschema
     jsonschema.validate(config, RAYJOB_SCHEMA)
 
 
 def check_file(path: str | Path) -> str:
     """Load and validate one cluster file; return its kind ('launcher' or 'RayJob').
     Raises ClusterConfigError with a one-line message."""
-    import jsonschema
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -171,10 +170,7 @@ def plan_for_file(path: str | Path, args) -> str:
     """How run_grid.py would plan its trials on the cluster a launcher file describes, from its
     node types (before any node exists): the grid's own plan_execution on that shape.
     Raises ClusterConfigError when no node type could ever hold a trial."""
-    import yaml
-
-    from orchestrator.plan import GridError, ResourceRequest, plan_execution
-    from orchestrator.resources import TrialRequest, check_request, shape_from_cluster_config
+    from orchestrator.plan import GridError, ResourceRequest, plan_execution   # torch: only when trials are planned
 
     shape = shape_from_cluster_config(yaml.safe_load(Path(path).read_text()), str(path))
     try:

@@ -7,6 +7,12 @@ import ast
 import os
 import sys
 
+from orchestrator import console
+from orchestrator.errors import user_errors
+from orchestrator.mlflow_layout import default_tracking_uri
+from s3core.data.registry import dataset_names
+from search_spaces import PRESETS, load_preset
+
 
 def parse_assignments(items) -> dict:
     """["chi=4", "probe_l2=[0.01]"] -> {"chi": 4, "probe_l2": [0.01]}: values parsed as Python
@@ -35,9 +41,6 @@ class _KeyValue(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator.mlflow_layout import default_tracking_uri
-    from search_spaces import PRESETS
-
     p = argparse.ArgumentParser(
         prog="run_grid.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run S3 trials (Ray Tune + Ray Train), track them in MLflow, write the report.",
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to run")
     g.add_argument("--preset", default="default", choices=PRESETS, help="search space / grid (search_spaces/)")
     g.add_argument("--benchmark", nargs="+", default=None,
-                   help="benchmark(s): synthetic, mosi, mosei, urfunny, mustard, arrays (default: the preset's)")
+                   help=f"benchmark(s): {', '.join(dataset_names())} (default: the preset's)")
     g.add_argument("--data-dir", default=None, help="folder with the MultiBench .pkl files, or the .npz / Arrow "
                                                      "folder for 'arrays'")
     g.add_argument("--modalities", nargs="+", default=None, help="subset of modalities (MultiBench: default vision "
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--grid chi=[2,8] tau=[0.05,0.1]")
     g.add_argument("--synthetic", nargs="+", action=_KeyValue, default=None, metavar="FIELD=VALUE",
                    help="override the synthetic benchmark, e.g. --synthetic label=shared n_train=4000")
+    g.add_argument("--data-option", nargs="+", action=_KeyValue, default=None, metavar="OPTION=VALUE",
+                   help="an option of the benchmark's loader that has no flag of its own (its registry entry, "
+                        "s3core/data/registry.py)")
     g.add_argument("--epochs", type=int, default=None, help="shortcut for --set epochs_special=N")
     g.add_argument("--num-samples", type=int, default=None, help="Optuna trials per study (search preset)")
     g.add_argument("--seed-search", type=int, default=0, help="Optuna sampler seed")
@@ -120,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from_args(args: argparse.Namespace):
     """The parsed flags as a plan.Overrides (one field per flag)."""
-    from orchestrator.plan import Overrides
+    from orchestrator.plan import Overrides   # torch (plan -> contract): not for --help or a bad flag
 
     def tup(v):
         return tuple(v) if v is not None else None
@@ -129,7 +135,8 @@ def overrides_from_args(args: argparse.Namespace):
         benchmarks=tup(args.benchmark), data_dir=args.data_dir, modalities=tup(args.modalities),
         label_rule=args.label_rule, source_file=args.source_file, alignment=args.alignment, seeds=tup(args.seeds),
         set=dict(args.set or {}), grid=dict(args.grid or {}),
-        synthetic=dict(args.synthetic or {}), epochs=args.epochs, num_samples=args.num_samples,
+        synthetic=dict(args.synthetic or {}), data_options=dict(args.data_option or {}), epochs=args.epochs,
+        num_samples=args.num_samples,
         seed_search=args.seed_search, tracking_uri=args.tracking_uri, experiment=args.experiment,
         report_dir=args.report_dir, storage_path=args.storage_path, resume=args.resume, verbose=args.verbose,
         # on a cluster head (run_grid.sh), RAY_ADDRESS points at the running cluster
@@ -142,18 +149,15 @@ def overrides_from_args(args: argparse.Namespace):
 
 
 def main(argv=None) -> int:
-    from orchestrator.errors import user_errors
-
     args = build_parser().parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print(f"error: --max-concurrent {args.max_concurrent}: at least 1 trial at once (leave it out for as "
               "many as fit)", file=sys.stderr)
         return 2
     with user_errors():
-        from orchestrator import console
+        # torch and Ray (plan, grid): loaded once the flags parse, not for --help or a bad flag
         from orchestrator.grid import run
         from orchestrator.plan import make_plan
-        from search_spaces import load_preset
 
         plan = make_plan(load_preset(args.preset), overrides_from_args(args))
         with console.session(args.verbose, console.driver_log_path(args.storage_path)):

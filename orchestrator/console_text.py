@@ -5,6 +5,8 @@ import ast
 import math
 from pathlib import Path
 
+from orchestrator.mlflow_layout import METHODS
+
 SUMMARY_MAX_ROWS = 24      # configurations in the console summary; the report has them all
 
 
@@ -48,7 +50,6 @@ def summary_lines(configs: list[dict], max_rows: int = SUMMARY_MAX_ROWS) -> list
     Returns:
         lines, no trailing newlines.
     """
-    from orchestrator.mlflow_layout import METHODS
 
     lines: list[str] = []
     for bench in sorted({r["benchmark"] for r in configs}):

@@ -24,7 +24,13 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from s3core.config import S3Config
+from s3core.atomic import atomic_file
+from s3core.config import ConfigError, S3Config, check_device
+from s3core.data.base import DataError
+from s3core.methods import get_method
+from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
+from s3core.stagecache import StageCache
+from s3core.stages import DivergenceError
 
 CHECKPOINT_FILE = "state.pt"
 TRAINED_MODEL_KEY = "trained_model"   # in a finished trial's checkpoint: s3core.pipeline.trained_model_state
@@ -158,9 +164,6 @@ def failure_text(err: BaseException) -> str:
 def application_error_types() -> tuple[type, ...]:
     """Errors a retry from the last checkpoint would only repeat; Ray retries the rest (a killed
     worker, a lost node)."""
-    from s3core.config import ConfigError
-    from s3core.data.base import DataError
-    from s3core.stages import DivergenceError
     return (DivergenceError, ConfigError, DataError)
 
 
@@ -174,7 +177,6 @@ def load_checkpoint_state(directory: str) -> dict:
 def write_checkpoint_state(directory: str, state: dict) -> None:
     """Save under a temporary name, then rename: a checkpoint directory never holds half a file,
     and a save that fails leaves no temporary file behind either."""
-    from s3core.atomic import atomic_file
     with atomic_file(os.path.join(directory, CHECKPOINT_FILE)) as handle:
         torch.save(state, handle)
 
@@ -216,7 +218,6 @@ def stage_cache_for(spec: TrialSpec, execution: dict | None):
     --no-stage-cache, or storage that is not a local/shared POSIX path)."""
     if not execution or not execution.get("stage_cache"):
         return None
-    from s3core.stagecache import StageCache
     return StageCache(execution["stage_cache"], execution["data_digests"][spec.benchmark],
                       producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")})
 
@@ -226,10 +227,6 @@ def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, exec
     trial reports its end again and computes nothing), run s3core's stages with a checkpoint and
     an EpochReport after every epoch (a stage found in the grid's stage cache is loaded, not
     trained: s3core.stagecache), then finish with the curve or fail once."""
-    from s3core.config import check_device
-    from s3core.methods import get_method
-    from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
-
     resume = executor.checkpoint()
     if resume is not None and "final" in resume:
         executor.finish(FinalReport(**resume["final"]), resume)

@@ -5,16 +5,21 @@ import contextlib
 import sys
 
 
+class ResweepError(RuntimeError):
+    """A run that cannot be re-swept (orchestrator.resweep). One line naming the fix."""
+
+
 def user_error_types() -> tuple[type, ...]:
+    # imported when an error is caught, not with this module: plan loads torch (orchestrator.contract)
+    # and mlflow is optional here
     from s3core.config import ConfigError
     from s3core.data.base import DataError
 
     from orchestrator.plan import GridError
-    from orchestrator.resweep import ResweepError
     from search_spaces import PresetError
     types = [ConfigError, DataError, GridError, PresetError, ResweepError]
     try:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException   # as above
         types.append(MlflowException)
     except ImportError:
         pass

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import tempfile
 
+import ray
+import ray.train
 import torch
+from ray import tune
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from s3core.config import ConfigError, check_device
 
 from orchestrator.contract import (ApplicationError, DoneReport, FailedReport, FinalReport, Report, TrialSpec,
                                    failure_text, resume_state, run_trial_body, worker_threads,
@@ -34,7 +40,6 @@ class TrainWorkerExecutor:
     """On each Ray Train worker: every rank reports, rank 0 attaches the checkpoint."""
 
     def __init__(self):
-        import ray.train
         self.train = ray.train
         self.rank = ray.train.get_context().get_world_rank()
 
@@ -59,8 +64,6 @@ class TrainWorkerExecutor:
 
 def train_loop_per_worker(config: dict) -> None:
     """Runs on every Ray Train worker. config: {"spec": TrialSpec dict, "data_ref": [ObjectRef], ...}."""
-    import ray
-    import ray.train
 
     spec = TrialSpec.from_config(config)
     # the planned device, never a silent fallback: run_trial_body probes it and fails in one line
@@ -73,7 +76,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def probe_device(device: str) -> str | None:
     """Runs where a Train worker would: None if torch can use `device` there, else the one-line reason."""
-    from s3core.config import ConfigError, check_device
     try:
         check_device(device, probe=True)
     except ConfigError as err:
@@ -87,8 +89,6 @@ def check_worker_device(execution: dict) -> None:
     leaves the trial hanging). One probe task on a node with the workers' GPU share."""
     if execution["gpus_per_worker"] <= 0 or execution["device"] == "cpu":
         return   # fake GPUs with computation forced to the CPU (the simulated cluster) need no probe
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     # outside the trial's own placement group (a sliver of CPU), as the trainer's workers are
     probe = ray.remote(num_cpus=0, num_gpus=execution["gpus_per_worker"], max_retries=0)(probe_device).options(
@@ -101,8 +101,7 @@ def check_worker_device(execution: dict) -> None:
 def tune_trial(config: dict, data_refs: dict | None = None) -> None:
     """The Tune function of the `train` executor: one TorchTrainer per trial. Registered with a
     sliver of CPU, because the trainer's workers hold the real resources."""
-    import ray.train
-    from ray import tune
+    # Ray Train's torch backend and its Tune bridge: loaded by the train executor only
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -147,7 +146,6 @@ class DirectExecutor:
     """In the Tune function itself: reports go to Tune with a Tune checkpoint."""
 
     def __init__(self):
-        from ray import tune
         self.tune = tune
 
     def checkpoint(self) -> dict | None:
@@ -166,7 +164,6 @@ class DirectExecutor:
 
 
 def tune_trial_direct(config: dict, data_refs: dict | None = None) -> None:
-    import ray
 
     spec = TrialSpec.from_config(config)
     execution = data_refs["execution"]

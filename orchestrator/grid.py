@@ -11,12 +11,29 @@ import dataclasses
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import mlflow
+import ray
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from s3core.data.registry import get_dataset
+from s3core.methods import primary_method
+
+from orchestrator import console
 from orchestrator import mlflow_layout as L
+from orchestrator.executors import TRAINABLES
 from orchestrator.progress import ProgressCallback
 from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_resources, data_fingerprint,
                                plan_execution, reuse_actors, stage_cache_dir)
+from orchestrator.report import ReportError, build_report, log_report_to_parent
+from orchestrator.resources import ResourceError, discover_shape, pending_watchdog_callback
+from orchestrator.tracking import (MlflowTrialLogger, find_parent, get_or_create_experiment, log_dataset,
+                                   log_parent_summary, param_str, provenance_tags, trial_runs)
 
 
 @dataclasses.dataclass
@@ -42,8 +59,6 @@ class GridResult:
 
 def connect_mlflow(uri: str):
     """An MlflowClient on `uri`, checked to answer before anything is written."""
-    from mlflow.tracking import MlflowClient
-
     if uri.startswith("sqlite:"):
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
         if not path.startswith("/"):
@@ -52,8 +67,6 @@ def connect_mlflow(uri: str):
             raise GridError(f"the folder of the MLflow store {path} does not exist; create it or pass another "
                             "--tracking-uri")
     elif uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except (urllib.error.URLError, OSError) as err:
@@ -61,24 +74,19 @@ def connect_mlflow(uri: str):
                             "(mlflow server ...) or drop --tracking-uri to use a local SQLite store") from None
     else:
         raise GridError(f"unsupported tracking URI {uri!r}; use sqlite:////abs/path/mlflow.db or http://host:port")
-    import mlflow
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 
 
 def load_data(plan: Plan) -> dict:
-    from s3core.data import SyntheticConfig, load_benchmark
-
+    """Every benchmark of the plan, loaded once in the driver (DataSettings.load)."""
     out = {}
     for name in plan.data.benchmarks:
-        synthetic = SyntheticConfig(**plan.data.synthetic) if name == "synthetic" else None
         t0 = time.perf_counter()
-        if name != "synthetic":   # a MultiBench pickle's first load converts it to the Arrow cache: minutes
+        if get_dataset(name).data_dir:   # a MultiBench pickle's first load converts it to the Arrow cache: minutes
             print(f"loading {name} from {plan.data.data_dir} (the first load converts it to an Arrow cache) ...",
                   flush=True)
-        out[name] = b = load_benchmark(name, data_dir=plan.data.data_dir, modalities=plan.data.modalities,
-                                       label_rule=plan.data.label_rule, synthetic=synthetic,
-                                       source_file=plan.data.source_file, alignment=plan.data.alignment)
+        out[name] = b = plan.data.load(name)
         print(f"loaded {b.describe()} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return out
 
@@ -93,11 +101,6 @@ def _check_batches_fit(plan: Plan, data: dict) -> None:
 
 def run(plan: Plan) -> GridResult:
     """Carry out `plan`; returns per-benchmark outcomes (exit_code: 0, 1 some trials failed, 130)."""
-    import ray
-    from ray import tune
-
-    from orchestrator.executors import TRAINABLES
-
     client = connect_mlflow(plan.tracking.uri)
     data = load_data(plan)
     _check_batches_fit(plan, data)
@@ -110,7 +113,6 @@ def run(plan: Plan) -> GridResult:
     else:
         ray.init(address="local", num_cpus=req.num_cpus, num_gpus=req.num_gpus, include_dashboard=False,
                  log_to_driver=False)
-    from orchestrator.resources import discover_shape
     # the node types the cluster can provide (its autoscaler's), not only the nodes up right now
     shape = discover_shape(started_here=not req.ray_address)
     print(f"cluster: {shape.describe()}", flush=True)
@@ -163,10 +165,6 @@ def plan_params(plan: Plan) -> dict:
 
 
 def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict, bench_data, digest: str):
-    from mlflow.entities import Param
-
-    from orchestrator.tracking import find_parent, get_or_create_experiment, log_dataset, param_str
-
     exp_name = L.experiment_name(bench, plan.tracking.experiment)
     experiment_id = get_or_create_experiment(client, exp_name)
     parent = find_parent(client, experiment_id, gid) if plan.tracking.resume else None
@@ -186,11 +184,6 @@ def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict, bench_dat
 
 def _run_benchmark(plan: Plan, bench: str, client, gid: str, execution, refs, trainable_fn, resources, report_dir,
                    tune, bench_data, digest: str) -> BenchmarkResult:
-    from orchestrator import console
-    from orchestrator.report import ReportError, build_report, log_report_to_parent
-    from orchestrator.resources import ResourceError, pending_watchdog_callback
-    from orchestrator.tracking import MlflowTrialLogger, log_parent_summary, provenance_tags, trial_runs
-
     tags = {L.TAG_PRESET: plan.preset.name, L.TAG_GRID_ID: gid, **provenance_tags()}
     exp_name, experiment_id, parent_id = _open_parent(plan, client, bench, gid, tags, bench_data, digest)
     # checkpoints are scoped to this parent run: a fresh grid (no --resume) never replays old ones
@@ -278,8 +271,6 @@ def _remaining(study, finished: dict) -> int:
 
 def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callbacks: list):
     """A Tuner for what is left of `study` (grid: the unfinished trials; Optuna: the missing samples)."""
-    from orchestrator import console
-
     reuse = reuse_actors(execution.executor)
     run_config = tune.RunConfig(
         name=f"grid-{execution.scope}-{study.benchmark}{study.suffix}", storage_path=execution.storage_path,
@@ -293,10 +284,11 @@ def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callba
                                                       reuse_actors=reuse),
                           run_config=run_config)
     assert isinstance(study, OptunaStudy)
+    # Optuna (and Ray's searcher over it): loaded for a preset that samples, not for every grid
     from ray.tune.search.optuna import OptunaSearch
 
     done = len(study.finished_here(finished))
-    space = StudySpace(study.space, {"benchmark": study.benchmark, "seed": study.seed, "method": "s3",
+    space = StudySpace(study.space, {"benchmark": study.benchmark, "seed": study.seed, "method": primary_method(),
                                      "preset": study.preset, "overrides": study.base})
     # A resumed study must draw new samples. Its sampler seed moves on by the number already
     # finished: with the first run's seed, its first draws would be the first run's draws again,
@@ -304,7 +296,7 @@ def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callba
     url = plan.optuna_storage()
     storage = None
     if url:
-        import optuna
+        import optuna   # as above: only a sampling preset
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(url)
         print(f"Optuna study {execution.scope}{study.suffix} in {url} (optuna-dashboard {url})", flush=True)

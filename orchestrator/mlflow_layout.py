@@ -29,7 +29,7 @@ Layout
       expert FLOPs per test sample its forwards computed (s3core.flops), and ``embed_s``, the
       seconds spent embedding the three splits;
     - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
-      computed once by s3core (pipeline.summarize); the report reads it, never recomputes it;
+      computed once by s3core (summary.summarize); the report reads it, never recomputes it;
     - the expert analysis (s3core.expert_trial, methods with more than one expert), step 0:
       ``experts/<key>`` for every key of ExpertAnalysis.to_metrics (DSC per layer, ...).
   artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``, and for a method
@@ -44,9 +44,9 @@ import io
 import os
 from pathlib import Path
 
-from s3core.config import KEEP_RATIO_RESOLUTION, ConfigError
+from s3core.config import KEEP_RATIO_RESOLUTION, ConfigError, keep_ratio_step
 from s3core.methods import METHOD_NAMES as METHODS
-from s3core.pipeline import SUMMARY_METRICS
+from s3core.summary import SUMMARY_METRICS
 
 TAG_ROLE = "s3.role"
 ROLE_PARENT = "parent"
@@ -71,7 +71,6 @@ TAG_STAGE_CACHE = "s3.stage_cache"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 EXPERIMENT_PREFIX = "s3-"
-STAGE_PREFIXES = ("special", "select", "supervised")
 KEEP_RATIO_METRIC = "keep_ratio"
 CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
@@ -86,7 +85,7 @@ EXPERTS_PREFIX = "experts/"           # metric keys of the expert analysis; also
 EXPERTS_ARTIFACT_DIR = "experts"
 EXPERTS_FILE = "expert_analysis.npz"
 
-__all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "curve_metrics", "read_curve", "read_summary",
+__all__ = ["METHODS", "SUMMARY_METRICS", "curve_step", "read_chi", "curve_metrics", "read_curve", "read_summary",
            "epoch_metric_key", "experiment_name", "default_tracking_uri", "curve_csv", "parse_curve_csv",
            "download_artifact"]
 
@@ -120,12 +119,21 @@ def curve_step(keep_ratio: float) -> int:
     """The MLflow step of the curve point for keep-ratio p: p in units of 1/KEEP_RATIO_RESOLUTION.
 
     Raises ConfigError for a p that the step cannot hold exactly (s3core's config validation
-    refuses such a p before any trial starts)."""
-    step = round(keep_ratio * KEEP_RATIO_RESOLUTION)
-    if abs(step - keep_ratio * KEEP_RATIO_RESOLUTION) > 1e-6 or not 0 < step <= KEEP_RATIO_RESOLUTION:
+    refuses such a p before any trial starts: s3core.config.keep_ratio_step is the rule)."""
+    step = keep_ratio_step(keep_ratio)
+    if step is None:
         raise ConfigError(f"keep-ratio {keep_ratio!r} is not a multiple of 1/{KEEP_RATIO_RESOLUTION} in (0, 1]; "
                           f"round it to {1 / KEEP_RATIO_RESOLUTION:g}")
     return step
+
+
+def read_chi(params: dict) -> int:
+    """The granularity chi a trial trained with, from its params (every field of its method's config,
+    as str()): 1, no experts, for a run that logged no chi."""
+    try:
+        return int(float(params["chi"])) or 1
+    except (KeyError, TypeError, ValueError):
+        return 1
 
 
 def epoch_metric_key(stage: str, name: str) -> str:

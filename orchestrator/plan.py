@@ -17,10 +17,17 @@ import itertools
 import json
 from pathlib import Path
 
-from s3core.methods import get_method
+from s3core.config import typed_changes
+from s3core.data.base import content_digest
+from s3core.data.registry import load_for_grid
+from s3core.methods import get_method, primary_method
 from search_spaces import Preset
 
+from orchestrator import mlflow_layout as L
 from orchestrator.contract import TrialSpec
+from orchestrator.mlflow_layout import default_tracking_uri
+from orchestrator.resources import (TUNE_FUNCTION_CPUS, ClusterShape, ResourceError, TrialRequest, check_request,
+                                    default_cpus_per_worker, shape_from_totals)
 from orchestrator.schedule import ORDERS, order_trials
 
 
@@ -48,6 +55,7 @@ class Overrides:
     set: dict = dataclasses.field(default_factory=dict)        # S3Config fields for every trial
     grid: dict = dataclasses.field(default_factory=dict)       # S3Config field -> values, replacing the preset's
     synthetic: dict = dataclasses.field(default_factory=dict)  # SyntheticConfig fields
+    data_options: dict = dataclasses.field(default_factory=dict)  # other loader options (the benchmark's entry)
     epochs: int | None = None                                  # shortcut for set epochs_special
     num_samples: int | None = None
     seed_search: int = 0
@@ -81,6 +89,17 @@ class DataSettings:
     synthetic: dict                # the preset's synthetic overrides merged with the user's
     source_file: str | None = None
     alignment: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)   # other loader options (--data-option)
+
+    def loader_options(self) -> dict:
+        """The data options every benchmark of the grid is given (s3core.data.load_for_grid)."""
+        return {"label_rule": self.label_rule, "source_file": self.source_file, "alignment": self.alignment,
+                "synthetic": self.synthetic or None, **self.options}
+
+    def load(self, name: str, data_dir: str | None = None):
+        """Benchmark `name` as this grid loads it (the grid, resweep); data_dir: where its files are now."""
+        return load_for_grid(name, data_dir=data_dir or self.data_dir, modalities=self.modalities,
+                             options=self.loader_options())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +191,6 @@ class OptunaStudy:
         return self.num_samples
 
     def finished_here(self, finished: dict) -> list:
-        from orchestrator import mlflow_layout as L
         return [r for r in finished.values() if r.data.tags.get(L.TAG_SEED) == str(self.seed)]
 
     def describe(self, finished: dict) -> str:
@@ -187,19 +205,20 @@ def _check_grid(grid: dict) -> None:
 
 
 def grid_trials(preset: Preset, benchmarks, seeds, extra: dict, grid_override: dict | None = None) -> list[TrialSpec]:
-    """The grid's trials: s3 over the cross product of the grid; each baseline over the grid
-    fields its registry entry sweeps (s3_no_select: chi), with the base config otherwise."""
+    """The grid's trials: the primary method (s3) over the cross product of the grid; each baseline
+    over the grid fields its registry entry sweeps (s3_no_select: chi), with the base config otherwise."""
     base = {**preset.base, **extra}
     grid = {**preset.grid, **(grid_override or {})}
     _check_grid(grid)
     trials = []
+    primary = primary_method()
     for bench, seed in itertools.product(benchmarks, seeds):
-        for method in ("s3", *preset.baselines):
+        for method in (primary, *preset.baselines):
             sweeps = get_method(method).sweeps
             names = [n for n in grid if sweeps is None or n in sweeps]
             for values in itertools.product(*(grid[n] for n in names)):
                 trials.append(TrialSpec(bench, method, seed, preset.name, {**base, **dict(zip(names, values))},
-                                        label_fields=tuple(names) if method == "s3" else ()))
+                                        label_fields=tuple(names) if method == primary else ()))
     return trials
 
 
@@ -217,7 +236,6 @@ def grid_id(preset_name: str, benchmarks, seeds, extra: dict, synthetic: dict, s
 def data_fingerprint(bench) -> str:
     """A content hash of a Benchmark: every value of every split (s3core.data.base.content_digest),
     so a changed file is never taken for the old one."""
-    from s3core.data.base import content_digest
     return content_digest(bench)[:16]
 
 
@@ -255,12 +273,12 @@ class Plan:
 
 def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     """The preset with the user's overrides, every trial config validated. Pure: no Ray, no I/O."""
-    from orchestrator.mlflow_layout import default_tracking_uri
-
     o = overrides or Overrides()
     benchmarks = tuple(o.benchmarks or preset.benchmarks)
     seeds = tuple(preset.seeds if o.seeds is None else o.seeds)
-    extra = dict(o.set)
+    # --set / --grid values typed once, here (s3core.config.typed_changes): a value of the wrong
+    # type fails now, naming its field; every trial's config is then validated below
+    extra = typed_changes(dict(o.set))
     if o.epochs is not None:
         extra["epochs_special"] = o.epochs
     if preset.search is not None and o.grid:
@@ -270,16 +288,18 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
         raise GridError(f"unknown trial order {o.order!r}; choose one of {', '.join(ORDERS)}")
     if o.executor not in EXECUTORS:
         raise GridError(f"unknown executor {o.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    _check_grid(o.grid)
+    grid = {name: [typed_changes({name: v})[name] for v in values] for name, values in o.grid.items()}
     base = {**preset.base, **extra}
     if preset.search is None:
-        trials = grid_trials(preset, benchmarks, seeds, extra, o.grid)
+        trials = grid_trials(preset, benchmarks, seeds, extra, grid)
         for t in trials:
             t.s3_config().validate()
         studies = tuple(GridStudy(b, tuple(order_trials([t for t in trials if t.benchmark == b], o.order)))
                         for b in benchmarks)
         num_samples = None
     else:
-        TrialSpec(benchmarks[0], "s3", seeds[0], preset.name, base).s3_config().validate()
+        TrialSpec(benchmarks[0], primary_method(), seeds[0], preset.name, base).s3_config().validate()
         num_samples = o.num_samples or preset.search.num_samples
         studies = tuple(OptunaStudy(b, s, preset.name, preset.search.space, base, num_samples, o.seed_search)
                         for b in benchmarks for s in seeds)
@@ -292,7 +312,7 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
         raise GridError(f"--device {resources.device!r}: choose auto, cpu or cuda")
     return Plan(preset=preset, studies=studies,
                 data=DataSettings(benchmarks, o.data_dir, tuple(o.modalities) if o.modalities else None, o.label_rule,
-                                  synthetic, o.source_file, o.alignment),
+                                  synthetic, o.source_file, o.alignment, dict(o.data_options)),
                 resources=resources,
                 tracking=TrackingSettings(o.tracking_uri or default_tracking_uri(), o.experiment, o.report_dir,
                                           o.resume, o.verbose),
@@ -306,7 +326,6 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
 
 def _shape(cluster):
     """A ClusterShape (orchestrator.resources), or a resources dict read as a single node."""
-    from orchestrator.resources import ClusterShape, shape_from_totals
     return cluster if isinstance(cluster, ClusterShape) else shape_from_totals(cluster)
 
 
@@ -314,7 +333,6 @@ def check_resources(execution: Execution, cluster) -> str:
     """Fail before any trial waits in PENDING forever: when no node type the cluster can provide
     (`cluster`: a ClusterShape, or a resources dict read as one node) could ever hold a trial.
     Returns a note when the shape is only partly known ('' otherwise)."""
-    from orchestrator.resources import ResourceError, TrialRequest, check_request
     request = TrialRequest(execution.workers_per_trial, execution.cpus_per_worker, execution.gpus_per_worker)
     try:
         return check_request(_shape(cluster), request).note
@@ -327,8 +345,6 @@ def plan_execution(request: ResourceRequest, cluster) -> Execution:
     head's), and the trials at once that the cluster holds at its largest. `cluster`: a
     ClusterShape of the node types the cluster can provide (resources.discover_shape), or a
     resources dict (one node)."""
-    from orchestrator.resources import (TUNE_FUNCTION_CPUS, ResourceError, TrialRequest, check_request,
-                                        default_cpus_per_worker)
     shape = _shape(cluster)
     gpus = request.gpus_per_trial or 0.0
     if gpus > 1:

@@ -12,6 +12,7 @@ import time
 from ray.tune import Callback
 
 from orchestrator.console import RUNNING_SHOWN, Console, current, duration
+from orchestrator.contract import TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,6 @@ class ProgressCallback(Callback):
 
     def _name(self, trial) -> str:
         if trial.trial_id not in self._names:
-            from orchestrator.contract import TrialSpec
             try:
                 self._names[trial.trial_id] = TrialSpec.from_config(trial.config).short()
             except (KeyError, TypeError):

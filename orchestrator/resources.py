@@ -238,7 +238,7 @@ def discover_shape(started_here: bool = False) -> ClusterShape:
             there will be. Otherwise, when no autoscaler config is found, the live nodes are
             marked incomplete (the cluster may have an autoscaler this process cannot read).
     """
-    import ray
+    import ray   # Ray and YAML: planning (orchestrator.plan) imports this module without them
     import yaml
 
     nodes = ray.nodes()
@@ -253,7 +253,7 @@ def discover_shape(started_here: bool = False) -> ClusterShape:
         # the local (SSH) provider's config states no resources: its machines report them
         why = f"the autoscaler's config {path} states no resources"
     try:
-        from ray._private.state import state
+        from ray._private.state import state   # as above
         gcs_config = state.get_cluster_config()
     except Exception:   # a private API: its absence must not stop a grid
         gcs_config = None
@@ -403,7 +403,7 @@ class PendingWatchdog:
 def pending_watchdog_callback(timeout_s: float = DEFAULT_PENDING_TIMEOUT_S, request: TrialRequest | None = None):
     """A Ray Tune callback running PendingWatchdog at every step of the Tune loop; its
     ResourceError ends `Tuner.fit()`. (Built on call: this module does not import Ray.)"""
-    from ray.tune import Callback
+    from ray.tune import Callback   # Ray: see the docstring
 
     class PendingWatchdogCallback(Callback):
         def __init__(self):

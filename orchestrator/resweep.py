@@ -19,11 +19,17 @@ import sys
 import tempfile
 import time
 
+import torch
+from mlflow.entities import Metric
+
+from s3core.pipeline import model_from_state, summarize
+from s3core.stages import sparsify
+from s3core.tensors import to_tensors
+
 from orchestrator import mlflow_layout as L
-
-
-class ResweepError(RuntimeError):
-    """A run that cannot be re-swept. One line naming the fix."""
+from orchestrator.cli import parse_assignments
+from orchestrator.errors import ResweepError, user_errors
+from orchestrator.plan import DataSettings, data_fingerprint
 
 
 def _parent_settings(client, run) -> tuple[dict, str | None]:
@@ -38,30 +44,19 @@ def _parent_settings(client, run) -> tuple[dict, str | None]:
 
 
 def _load_data(settings: dict, benchmark: str, data_dir: str | None):
-    from s3core.data import SyntheticConfig, load_benchmark
-
+    """The benchmark as the grid loaded it, from its parent run's logged data settings."""
     def value(key):
         raw = settings.get(key, "None")
         return None if raw == "None" else json.loads(raw) if raw[:1] in "[{" else raw
 
-    synthetic = SyntheticConfig(**(value("synthetic") or {})) if benchmark == "synthetic" else None
-    return load_benchmark(benchmark, data_dir=data_dir or value("data_dir"), modalities=value("modalities"),
-                          label_rule=value("label_rule"), synthetic=synthetic, source_file=value("source_file"),
-                          alignment=value("alignment"))
+    data = DataSettings((benchmark,), value("data_dir"), value("modalities"), value("label_rule"),
+                        value("synthetic") or {}, value("source_file"), value("alignment"), value("options") or {})
+    return data.load(benchmark, data_dir)
 
 
 def resweep(client, run_id: str, keep_ratios, *, data_dir: str | None = None, device: str = "cpu",
             changes: dict | None = None, overwrite: bool = False, printer=print) -> list[dict]:
     """Stage 3 at `keep_ratios` on the model logged in `run_id`; returns the run's whole new curve."""
-    import torch
-    from mlflow.entities import Metric
-
-    from s3core.pipeline import model_from_state, summarize
-    from s3core.stages import sparsify
-    from s3core.tensors import to_tensors
-
-    from orchestrator.plan import data_fingerprint
-
     run = client.get_run(run_id)
     if run.info.status == "RUNNING":
         raise ResweepError(f"run {run_id} is RUNNING; wait for its grid to end (one writer per MLflow store)")
@@ -116,9 +111,7 @@ def main(argv=None) -> int:
                    help="other Stage-3 config fields, e.g. probe_l2=[0.01] eval_batch_size=512")
     p.add_argument("--overwrite", action="store_true", help="recompute a p the run already has")
     args = p.parse_args(argv)
-    from orchestrator.cli import parse_assignments
-    from orchestrator.errors import user_errors
-    from orchestrator.grid import connect_mlflow
+    from orchestrator.grid import connect_mlflow   # grid loads Ray (its progress view): not for --help
 
     with user_errors():
         try:

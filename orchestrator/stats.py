@@ -32,7 +32,7 @@ def t_quantile(confidence: float, df: int) -> float:
     if df < 1:
         raise ValueError(f"t_quantile needs df >= 1, got {df}")
     try:
-        from scipy.stats import t as student_t
+        from scipy.stats import t as student_t   # scipy is optional: without it, the 0.95 table (_T975)
     except ImportError:
         student_t = None
     if student_t is not None:

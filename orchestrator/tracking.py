@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 import torch
 import subprocess
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -54,7 +55,6 @@ def code_version() -> str:
     commit = git_commit()
     if commit:
         return commit[0][:12] + ("-dirty" if commit[1] else "")
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return "v" + version("s3-orchestrator")
     except PackageNotFoundError:
@@ -83,8 +83,6 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
 
 def log_dataset(client: MlflowClient, run_id: str, bench, digest: str) -> None:
     """The benchmark as an MLflow dataset input of the run, with its content digest."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
     meta = getattr(bench, "meta", None) or {}
     source = str(meta.get("source_file") or meta.get("source") or bench.name)
     profile = json.dumps({split: len(bench[split]) for split in ("train", "valid", "test")})
@@ -133,9 +131,10 @@ def trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 
 
 def curve_png(curve: list[dict], title: str, path: str) -> None:
+    # matplotlib: a second of import, paid by the driver when it plots, not by every Ray worker
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg")
 
     ps = [r["keep_ratio"] for r in curve]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)

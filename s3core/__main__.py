@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 
 from s3core.config import ConfigError, S3Config, check_device
-from s3core.data import BENCHMARKS, DataError, SyntheticConfig, load_benchmark
+from s3core.data import DataError, dataset_names, load_for_grid
 from s3core.methods import METHOD_NAMES as METHODS
 from s3core.pipeline import run_trial
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m s3core", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Run S3 (Specialization -> Selection -> Sparsification) on one "
                                             "benchmark and print linear-probe accuracy against the keep-ratio p.")
-    p.add_argument("--benchmark", default="synthetic", choices=BENCHMARKS)
+    p.add_argument("--benchmark", default="synthetic", choices=dataset_names())
     p.add_argument("--data-dir", default=None, help="MultiBench .pkl folder, or the .npz / Arrow folder for 'arrays'")
     p.add_argument("--modalities", nargs="+", default=None,
                    help="subset of modalities (default: all; MultiBench: vision text, 'all' adds audio)")
@@ -71,12 +72,11 @@ def main(argv=None) -> int:
                                  epochs_special=args.epochs_special, epochs_select=args.epochs_select,
                                  device=args.device, keep_ratios=args.keep_ratios, **overrides).validate()
         check_device(cfg.device, probe=True)  # a GPU that is listed but broken fails here, in one line
-        synthetic = SyntheticConfig(label=args.synthetic_label, seed=args.seed) \
-            if args.benchmark == "synthetic" else None
         t0 = time.perf_counter()
-        bench = load_benchmark(args.benchmark, data_dir=args.data_dir, modalities=args.modalities,
-                               label_rule=args.label_rule, synthetic=synthetic, source_file=args.source_file,
-                               alignment=args.alignment)
+        # the synthetic block goes to the synthetic benchmark alone (s3core.data.load_for_grid)
+        bench = load_for_grid(args.benchmark, data_dir=args.data_dir, modalities=args.modalities, options=dict(
+            synthetic=dict(label=args.synthetic_label, seed=args.seed), label_rule=args.label_rule,
+            source_file=args.source_file, alignment=args.alignment))
         print(f"{bench.describe()} (loaded in {time.perf_counter() - t0:.1f}s)", flush=True)
         result = run_trial(bench, cfg, args.method, progress=not args.quiet)
     except (ConfigError, DataError) as err:
@@ -97,7 +97,6 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(result.as_dict(), f, indent=1)
-        import os
         os.replace(args.json + ".tmp", args.json)
     return 0
 

@@ -57,6 +57,7 @@ from s3core.divergence import entropy_bits as _entropy_bits
 from s3core.divergence import generalised_js, js_divergence, min_cost_assignment  # noqa: F401 (re-exported)
 from s3core.moe import num_kept, top_pairs
 from s3core.raw_features import raw_feature_embeddings, raw_feature_probe  # noqa: F401 (re-exported)
+from s3core.tensors import standardise
 
 # ----------------------------------------------------------------------------------------------
 # 2. expert analysis: routing
@@ -357,7 +358,6 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
     Returns:
         ExpertAnalysis.
     """
-    from s3core.tensors import standardise
 
     model = getattr(model, "module", model)
     modalities = tuple(data.modalities)
@@ -408,6 +408,7 @@ def analyse_experts(model, data, split: str = "test", keep_ratio: float = 1.0, b
 # re-exported: the FLOP counts live in s3core.flops
 from s3core.flops import (dense_ffn_flops_per_sample, expert_flops_at_keep_ratio, expert_flops_per_pair,  # noqa: E402,F401
                           expert_flops_per_sample, kept_pairs_per_layer, routed_tokens)
+from s3core.tensors import standardise
 
 __all__ = ["ExpertAnalysis", "ExpertUsageAccumulator", "analyse_experts", "dense_ffn_flops_per_sample",
            "expert_flops_at_keep_ratio", "expert_flops_per_pair", "expert_flops_per_sample", "generalised_js",

@@ -5,7 +5,9 @@ Where the paper is silent (S3_METHOD.md), the choice is a named field here with 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass
 
 DEFAULT_KEEP_RATIOS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -127,15 +129,8 @@ class S3Config:
         return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
 
     def replace(self, **changes) -> "S3Config":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {sorted(unknown)}; valid fields: "
-                              f"{', '.join(f.name for f in dataclasses.fields(self))}")
-        if "keep_ratios" in changes:
-            changes["keep_ratios"] = tuple(float(p) for p in changes["keep_ratios"])
-        if "probe_l2" in changes:
-            changes["probe_l2"] = tuple(float(c) for c in changes["probe_l2"])
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`, each value typed by `typed_changes` (its field's declared type)."""
+        return dataclasses.replace(self, **typed_changes(changes))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,7 +162,7 @@ class S3Config:
             raise ConfigError("keep_ratios is empty; give at least one p in (0, 1]")
         for p in self.keep_ratios:
             check_keep_ratio(p)
-            if abs(p * KEEP_RATIO_RESOLUTION - round(p * KEEP_RATIO_RESOLUTION)) > 1e-6:
+            if keep_ratio_step(p) is None:
                 raise ConfigError(f"keep-ratio {p!r} is finer than 1/{KEEP_RATIO_RESOLUTION}; round it to "
                                   f"{1 / KEEP_RATIO_RESOLUTION:g} (e.g. {round(p, 3)})")
         if len(set(self.keep_ratios)) != len(self.keep_ratios):
@@ -191,10 +186,65 @@ class S3Config:
         return self
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what a field's declared type accepts: (check, what to say); a tuple field takes a list of these
+_TYPE_CHECKS = {int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                float: (_is_number, "a number"), bool: (lambda v: isinstance(v, bool), "true or false"),
+                str: (lambda v: isinstance(v, str), "a string")}
+
+
+def typed_changes(changes: dict) -> dict:
+    """S3Config changes from outside (--set, --grid, a preset, a method) as config values: each
+    checked against its field's declared type, a tuple field's list made a tuple of floats. The
+    one place a value is typed: S3Config.replace calls it, and make_plan does once per value.
+    Numbers are not converted (an int for a float field stays an int, as it was logged before).
+    Raises ConfigError naming the field."""
+    hints = _field_types()
+    unknown = set(changes) - set(hints)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {sorted(unknown)}; valid fields: {', '.join(hints)}")
+    out = {}
+    for name, value in changes.items():
+        kind = hints[name]
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            out[name] = value
+        elif typing.get_origin(kind) is tuple:
+            check, what = _TYPE_CHECKS.get(args[0], (lambda v: True, "values"))
+            if not isinstance(value, (list, tuple)) or not all(check(v) for v in value):
+                raise ConfigError(f"{name} must be a list of {what.removeprefix('a ')}s, got {value!r}")
+            out[name] = tuple(float(v) for v in value) if args[0] is float else tuple(value)
+        else:
+            base = next(a for a in args if a is not type(None)) if args else kind
+            check, what = _TYPE_CHECKS.get(base, (lambda v: True, ""))   # another kind: validate() checks it
+            if not check(value):
+                raise ConfigError(f"{name} must be {what}" + (" or None" if args else "") + f", got {value!r}")
+            out[name] = value
+    return out
+
+
+@functools.cache
+def _field_types() -> dict:
+    return typing.get_type_hints(S3Config)
+
+
 def check_keep_ratio(p: float) -> float:
     if not (isinstance(p, (int, float)) and 0 < p <= 1):
         raise ConfigError(f"keep-ratio p must lie in (0, 1], got {p!r}")
     return float(p)
+
+
+def keep_ratio_step(p: float) -> int | None:
+    """p in units of 1/KEEP_RATIO_RESOLUTION (0.3 -> 300) when p is such a multiple in (0, 1], else
+    None. The one home of that rule: validate() refuses any other p, and the MLflow codec
+    (orchestrator.mlflow_layout.curve_step) stores p as this step."""
+    step = round(p * KEEP_RATIO_RESOLUTION)
+    if abs(step - p * KEEP_RATIO_RESOLUTION) > 1e-6 or not 0 < step <= KEEP_RATIO_RESOLUTION:
+        return None
+    return step
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")   # the devices s3core runs on
@@ -216,7 +266,7 @@ def check_device(device, probe: bool = False) -> str:
     Raises:
         ConfigError: one line naming the device and the fix.
     """
-    import torch
+    import torch   # configs load without torch (the report reads them); a device check needs it
 
     name = str(device)
     try:
@@ -260,4 +310,4 @@ def config_fields() -> tuple[str, ...]:
 
 
 __all__ = ["S3Config", "MoEConfig", "ConfigError", "DEFAULT_KEEP_RATIOS", "KEEP_RATIO_RESOLUTION", "PRUNE_SCOPES",
-           "PROBES", "check_keep_ratio", "check_device", "config_fields"]
+           "PROBES", "typed_changes", "check_keep_ratio", "keep_ratio_step", "check_device", "config_fields"]

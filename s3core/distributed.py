@@ -18,6 +18,8 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from s3core.moe import MoEFFN
+
 
 def rank_world() -> tuple[int, int]:
     """(rank, world size) of the default process group; (0, 1) without one."""
@@ -89,7 +91,6 @@ def all_reduce_grads(params: list[nn.Parameter]) -> None:
 @contextlib.contextmanager
 def batch_wide_routing_stats(model: nn.Module):
     """Inside the block, every MoE layer sums its routing statistics over workers before L_aux."""
-    from s3core.moe import MoEFFN
 
     _, world = rank_world()
     layers = [m for m in model.modules() if isinstance(m, MoEFFN)]

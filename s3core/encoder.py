@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from s3core.config import MoEConfig, S3Config
 from s3core.moe import DenseFFN, MoEFFN
+from s3core.stage_specs import is_router_param  # noqa: F401  (Stage 2's parameters, named here)
 
 
 class EncoderOutput(NamedTuple):
@@ -101,9 +102,9 @@ class S3Model(nn.Module):
     def __init__(self, dims: dict[str, int], seq_lens: dict[str, int], cfg: S3Config,
                  task_head: nn.Module | None = None):
         """task_head: a module on [z_1, ..., z_M] that a method trains with the encoders (the
-        supervised control's linear classifier); None for the self-supervised methods."""
+        supervised control's linear classifier); None for the self-supervised methods. cfg is
+        validated by the caller (run_trial, model_from_state): the model trusts it."""
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.modalities = tuple(dims)
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], seq_lens[m], cfg) for m in dims})
@@ -111,11 +112,6 @@ class S3Model(nn.Module):
 
     def forward(self, inputs: dict[str, tuple[Tensor, Tensor]], keep_ratio: float = 1.0) -> dict[str, EncoderOutput]:
         return {m: self.encoders[m](*inputs[m], keep_ratio=keep_ratio) for m in self.modalities}
-
-
-def is_router_param(name: str) -> bool:
-    """Stage 2 trains exactly these: the MoE routers W_g."""
-    return name.endswith("ffn.router.weight")
 
 
 def set_trainable(model: nn.Module, predicate) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from s3core.analysis import ExpertAnalysis, analyse_experts
 from s3core.config import S3Config
 from s3core.pruning import moe_layers
+from s3core.stages import autocast_for
 from s3core.tensors import BenchmarkTensors, eval_order
 
 ANALYSIS_SPLIT = "test"
@@ -46,7 +47,6 @@ def trial_expert_analysis(model, data: BenchmarkTensors, cfg: S3Config, keep_rat
     layers = moe_layers(model)
     if not layers or all(layer.cfg.num_experts < 2 for layer in layers.values()):
         return None
-    from s3core.stages import autocast_for
 
     meta = meta or {}
     factors = (meta.get("factors") or {}).get(split)

@@ -1,7 +1,8 @@
 """Methods as a registry: what each trains, in which order, with which config, and what it sweeps.
 
-Adding a method is one `Method` entry in METHODS; nothing else switches on its name. The
-baselines use encoders with equal active parameters: a dense FFN of width d_ff is the MoE with
+Adding a method is one `Method` entry in METHODS (or `register(Method(...))`): its stages (a
+new objective is a `Stage` with its loss, s3core.stage_specs), role, label and plot style; nothing
+else switches on its name (tests/structure/test_registries.py adds one). The baselines use encoders with equal active parameters: a dense FFN of width d_ff is the MoE with
 chi = rho = top_k = 1, whose single gate is always 1.
 
 - ``s3``: Stage 1 (Specialization) -> Stage 2 (Selection, routers only) -> Stage 3 sweep of p.
@@ -13,16 +14,35 @@ chi = rho = top_k = 1, whose single gate is always 1.
 - ``raw_probe``: no encoder at all: the same linear probe on the raw input features (each
   modality's mean over its real time steps, concatenated): how far a learned representation is
   from the features it started from.
+
+The registry is torch-free (its stages' code loads when they train): the report reads names,
+labels, roles and plot styles from it without loading the model code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from s3core.config import ConfigError, S3Config
-from s3core.stages import SELECTION, SPECIALIZATION, SUPERVISED, Stage
+from s3core.stage_specs import SELECTION, SPECIALIZATION, SUPERVISED, Stage
+
+# What a method is to the comparison: the report compares S3 against the others, the ablation
+# against S3 at the same chi, and checks that a synthetic report has a reference.
+if TYPE_CHECKING:
+    from torch import nn
+
+ROLES = ("s3", "ablation", "baseline", "reference")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How plots draw a method. colour None: a per-chi colour (S3, the ablation) or the report's
+    fallback cycle; compute_line: its compute is the frontier plot's vertical reference line."""
+
+    colour: str | None = None
+    marker: str = "s"
+    linestyle: str = "--"
+    compute_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,8 @@ class Method:
         label: how plots and tables name it.
         evaluate: (data tensors, cfg) -> curve, instead of Stage 3 on the trained model (a
             reference that needs no encoder); None for every method that trains one.
+        role: one of ROLES.
+        style: how plots draw it.
     """
 
     name: str
@@ -48,6 +70,12 @@ class Method:
     sweeps: tuple[str, ...] | None = None
     label: str = ""
     evaluate: Callable | None = None
+    role: str = "baseline"
+    style: Style = Style()
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ConfigError(f"method {self.name!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
 
     def config(self, cfg: S3Config) -> S3Config:
         """The config this method actually trains with (logged as the run's params)."""
@@ -62,12 +90,14 @@ def _dense_equal_budget(cfg: S3Config, **more) -> dict:
 
 
 def _linear_head(width: int, num_classes: int) -> nn.Module:
+    from torch import nn   # torch: loaded when a model is built, so the registry loads without it
     return nn.Linear(width, num_classes)
 
 
 def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
     """The raw-feature reference as a one-point curve (p = 1): the linear probe of every method,
     on each modality's raw features averaged over its real steps (s3core.analysis)."""
+    # torch: loaded when the reference runs, so the registry loads without it
     import time
 
     from s3core.analysis import raw_feature_embeddings
@@ -82,24 +112,60 @@ def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3"),
+    Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
     # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
-    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size"), label="s3 without Stage 2"),
+    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size"), label="s3 without Stage 2",
+           role="ablation", style=Style("tab:gray", "^", "-.")),
     Method("clip", (SPECIALIZATION,), config_changes=lambda cfg: _dense_equal_budget(cfg, lambda_rep=0.0),
-           sweeps=("batch_size",), label="clip"),
+           sweeps=("batch_size",), label="clip", style=Style("black", "s", "--", compute_line=True)),
     Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
-           label="supervised (upper bound)"),
+           label="supervised (upper bound)", style=Style("tab:purple", "s", ":")),
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
-           label="linear probe on raw features", evaluate=raw_feature_curve),
+           label="linear probe on raw features", evaluate=raw_feature_curve, role="reference"),
 )}
 METHOD_NAMES = tuple(METHODS)
 
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHOD_NAMES)}")
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     return METHODS[name]
 
 
-__all__ = ["Method", "METHODS", "METHOD_NAMES", "get_method"]
+# ------------------------------------------------------------------ the registry, read by role
+
+def register(method: Method) -> Method:
+    """Add a method (a new one is this call plus its stages' losses); refuses a taken name."""
+    if method.name in METHODS:
+        raise ConfigError(f"method {method.name!r} is registered already; pick another name")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    METHODS.pop(name, None)
+
+
+def methods_with_role(*roles: str) -> tuple[str, ...]:
+    """The registered methods of these roles, in registry order."""
+    return tuple(name for name, m in METHODS.items() if m.role in roles)
+
+
+def primary_method() -> str:
+    """The method the grid sweeps over its whole grid and the report compares the others with."""
+    (name,) = methods_with_role("s3")
+    return name
+
+
+def all_stages() -> tuple[Stage, ...]:
+    """Every training stage of a registered method, once each, in registry order."""
+    out: dict[str, Stage] = {}
+    for method in METHODS.values():
+        for stage in method.stages:
+            out.setdefault(stage.name, stage)
+    return tuple(out.values())
+
+
+__all__ = ["Method", "Style", "ROLES", "METHODS", "METHOD_NAMES", "get_method", "register", "unregister",
+           "methods_with_role", "primary_method", "all_stages"]

@@ -203,12 +203,12 @@ class MoEFFN(nn.Module):
     """Fine-grained MoE feed-forward layer.
 
     Args:
-        cfg: MoEConfig (chi, rho, top_k, d_model, d_ff, dispatch, aux weights).
+        cfg: MoEConfig (chi, rho, top_k, d_model, d_ff, dispatch, aux weights), validated by its
+            caller (S3Config.validate, once per trial): the layer trusts it.
     """
 
     def __init__(self, cfg: MoEConfig):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         E, D, H = cfg.num_experts, cfg.d_model, cfg.expert_hidden
         self.router = nn.Linear(D, E, bias=False)

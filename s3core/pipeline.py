@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from s3core.analysis import ExpertAnalysis
 from s3core.config import ConfigError, S3Config
 from s3core.data.base import Benchmark, DataError
-from s3core.analysis import ExpertAnalysis
+from s3core.distributed import rank_world
 from s3core.encoder import S3Model
 from s3core.expert_trial import trial_expert_analysis
-from s3core.methods import METHOD_NAMES as METHODS
-from s3core.methods import get_method
-from s3core.distributed import rank_world
+from s3core.methods import METHOD_NAMES as METHODS, all_stages, get_method
 from s3core.stagecache import StageCache, rng_state
-from s3core.stages import SELECTION, SPECIALIZATION, SUPERVISED, EpochEnd, OnEpoch, choose_on_valid, run_stage, sparsify
+from s3core.stages import EpochEnd, OnEpoch, run_stage, sparsify
+from s3core.summary import SUMMARY_METRICS, summarize
 from s3core.tensors import BenchmarkTensors, to_tensors
 
 
@@ -45,29 +46,6 @@ class TrialResult:
         """The result as plain data (the model left out)."""
         return {"method": self.method, "config": self.config, "history": self.history, "curve": self.curve,
                 "summary": self.summary, "seconds": self.seconds}
-
-
-# The summary of a curve, computed here once: MLflow stores it and the report reads it back.
-SUMMARY_METRICS = (
-    "best_keep_ratio",      # p chosen on the validation split (ties: the larger p)
-    "best_valid_acc",
-    "test_acc_at_best",     # test accuracy at the validation-chosen p
-    "test_f1_at_best",
-    "test_acc_no_prune",    # p = 1.0
-    "valid_acc_no_prune",
-)
-
-
-def summarize(curve: list[dict]) -> dict:
-    """Summary scalars (SUMMARY_METRICS): p chosen on validation, and the unpruned point."""
-    best = choose_on_valid(curve)
-    out = {"best_keep_ratio": best["keep_ratio"], "best_valid_acc": best["valid_acc"],
-           "test_acc_at_best": best["test_acc"], "test_f1_at_best": best["test_f1"]}
-    full = [r for r in curve if r["keep_ratio"] == 1.0]
-    if full:
-        out["test_acc_no_prune"] = full[0]["test_acc"]
-        out["valid_acc_no_prune"] = full[0]["valid_acc"]
-    return out
 
 
 def build_model(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str) -> nn.Module:
@@ -184,7 +162,7 @@ def stage_prefixes(method_entry) -> list[tuple[list[str], set[str], str | None]]
     head_name = None if head is None else f"{head.__module__}.{head.__qualname__}"
     stages = method_entry.stages
     # a stage of another method (SELECTION for s3_no_select) reads its own fields nowhere here
-    absent = {f for s in _ALL_STAGES if s.name not in {t.name for t in stages} for f in s.own_fields}
+    absent = {f for s in all_stages() if s.name not in {t.name for t in stages} for f in s.own_fields}
     out = []
     for i in range(len(stages)):
         later = {f for s in stages[i + 1:] for f in s.own_fields} - {f for s in stages[:i + 1] for f in s.own_fields}
@@ -244,20 +222,17 @@ def trained_model_state(model: nn.Module, data: BenchmarkTensors | Benchmark, cf
 
 def model_from_state(state: dict) -> tuple[nn.Module, S3Config]:
     """The inverse of trained_model_state: (model in eval mode, its config)."""
-    from types import SimpleNamespace
 
     fields = dict(state["config"])
     for name in ("keep_ratios", "probe_l2"):
         fields[name] = tuple(fields[name])
     cfg = S3Config(**fields)
+    cfg.replace(device="cpu").validate()   # what the model reads; it is built on the CPU, wherever it trained
     shapes = SimpleNamespace(modalities=tuple(state["modalities"]), dims=state["dims"], seq_lens=state["seq_lens"],
                              num_classes=state["num_classes"])
     model = build_model(shapes, cfg, state["method"])
     model.load_state_dict(state["weights"])
     return model.eval(), cfg
-
-
-_ALL_STAGES = (SPECIALIZATION, SELECTION, SUPERVISED)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -11,6 +11,7 @@ recorded (ProbeResult.converged), never silently taken for a converged one.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -136,6 +137,7 @@ def linear_probe(train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], tes
 
 
 def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeResult:
+    # scikit-learn is optional (probe_backend 'auto' falls back to torch without it)
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -168,9 +170,7 @@ def _sklearn_probe(train, valid, test, num_classes, l2_grid, max_iter) -> ProbeR
 def _sklearn_fit(clf, x, y) -> int:
     """Fit; the iterations used (a fit that stops at max_iter is reported by the caller, so the
     warning itself is not needed)."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning   # optional, as above
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -181,7 +181,7 @@ def _sklearn_fit(clf, x, y) -> int:
 def _sklearn_factorcl_probe(train, valid, test, num_classes, max_iter) -> ProbeResult:
     """FactorCL's probe: LogisticRegression with scikit-learn's defaults (C = 1, tol 1e-4, lbfgs)
     on the raw embeddings, fitted once on train."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression   # optional, as above
 
     def np_(t):
         return t.detach().cpu().double().numpy()

@@ -10,8 +10,8 @@
   keeps exactly its pairs at or above it. A sample's embedding does not depend on its batch,
   so a deployed model can be pruned one request at a time.
 
-Only the MoE layers' plain attributes are set here (moe.MoEFFN: prune_threshold, gate_recorder,
-row_stable), always restored on exit; the encoder is untouched.
+Only the MoE layers' plain attributes are set here (moe.MoEFFN: prune_threshold, gate_recorder;
+row_stable in s3core.tensors), always restored on exit; the encoder is untouched.
 """
 from __future__ import annotations
 
@@ -20,33 +20,14 @@ import contextlib
 import torch
 from torch import nn
 
-from s3core.moe import MoEFFN, num_kept
-
-
-def moe_layers(model: nn.Module) -> dict[str, MoEFFN]:
-    """Every MoE layer of `model` by its module name, e.g. 'encoders.text.blocks.1.ffn': one per
-    modality and depth, in the order the model holds them."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, MoEFFN)}
+from s3core.moe import num_kept
+from s3core.tensors import forward_batches, moe_layers, row_stable  # noqa: F401  (the last two importable from here)
 
 
 def layer_depth(name: str) -> int:
     """The block index in a MoE layer's name ('encoders.text.blocks.1.ffn' -> 1)."""
     parts = name.split(".")
     return int(parts[parts.index("blocks") + 1]) if "blocks" in parts else 0
-
-
-@contextlib.contextmanager
-def row_stable(model: nn.Module):
-    """Evaluate every MoE layer on its row-stable path (moe.row_stable_matmul) inside the block."""
-    layers = list(moe_layers(model).values())
-    before = [m.row_stable for m in layers]
-    for m in layers:
-        m.row_stable = True
-    try:
-        yield
-    finally:
-        for m, b in zip(layers, before):
-            m.row_stable = b
 
 
 @contextlib.contextmanager
@@ -85,8 +66,6 @@ def fit_thresholds(model: nn.Module, data, keep_ratio: float, batch_size: int, a
     Returns:
         {layer name: threshold}.
     """
-    from s3core.tensors import forward_batches
-
     layers = moe_layers(model)
     thresholds: dict[str, float] = {}
     for depth in sorted({layer_depth(n) for n in layers}):

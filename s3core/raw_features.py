@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from s3core.probe import linear_probe
+
 
 def raw_feature_embeddings(split, modalities=None):
     """Mean over the real (mask True) steps of each modality's raw features, concatenated.
@@ -37,7 +39,6 @@ def raw_feature_embeddings(split, modalities=None):
 def raw_feature_probe(bench, l2_grid=(1e-4, 1e-3, 1e-2, 1e-1), backend: str = "auto", max_iter: int = 1000):
     """The raw-feature reference on a Benchmark: `linear_probe` (train fits, valid chooses the L2,
     test scores) on `raw_feature_embeddings` of each split. Returns a ProbeResult."""
-    from s3core.probe import linear_probe
 
     xs = [(torch.from_numpy(raw_feature_embeddings(bench[s], bench.modalities)),
            torch.from_numpy(np.asarray(bench[s].labels, dtype=np.int64))) for s in ("train", "valid", "test")]

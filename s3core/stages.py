@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from s3core.config import S3Config
-from s3core.distributed import all_reduce_grads, batch_wide_routing_stats, gather_batch, local_share, rank_world
-from s3core.encoder import S3Model, is_router_param, set_trainable
+from s3core.distributed import all_reduce_grads, batch_wide_routing_stats, rank_world
+from s3core.encoder import S3Model, set_trainable
 from s3core.flops import count_expert_pairs
-from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
+from s3core.objectives import select_loss, special_loss, supervised_loss  # noqa: F401  (importable from here)
 from s3core.probe import linear_probe
 from s3core.pruning import fit_thresholds, thresholds_applied
-from s3core.tensors import BenchmarkTensors, augment, embed, eval_order, shuffled_batches, standardise
+from s3core.stage_specs import SELECTION, SPECIALIZATION, SUPERVISED, Stage, every_param  # noqa: F401
+from s3core.summary import choose_on_valid  # noqa: F401  (importable from here)
+from s3core.tensors import BenchmarkTensors, embed, eval_order, shuffled_batches
 
 
 class DivergenceError(RuntimeError):
@@ -62,50 +63,6 @@ def autocast_for(cfg: S3Config):
     if cfg.bf16 and str(cfg.device).startswith("cuda"):
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return None
-
-
-def _routing_means(outs) -> dict[str, torch.Tensor]:
-    stats = {}
-    for name in ("load_balance", "local_entropy", "global_entropy"):
-        stats[name] = torch.stack([torch.stack(o.intermediates["routing"][name]).mean() for o in outs.values()]).mean()
-    return stats
-
-
-def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
-    return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
-
-
-def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 1's loss on the batch `idx`: returns (total, parts).
-
-    With several workers (s3core/distributed.py) each draws the views of the whole batch (the
-    same random numbers as one process), forwards its own share, and computes the loss of the
-    whole batch from the gathered embeddings."""
-    inputs, _ = data["train"].batch(idx)
-    rows, sizes = local_share(len(idx))
-    view1 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
-    view2 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
-    out1, out2 = model(_share(view1, rows)), model(_share(view2, rows))
-    z1 = {m: gather_batch(o.z, sizes) for m, o in out1.items()}
-    z2 = {m: gather_batch(o.z, sizes) for m, o in out2.items()}
-    rep = intra_modal_info_nce(z1, z2, cfg.tau)
-    dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
-    aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
-    total = cfg.lambda_rep * rep + cfg.lambda_dsc * dsc + cfg.lambda_aux * aux
-    return total, {"rep": rep, "dsc": dsc, "aux": aux, **_routing_means(out1)}
-
-
-def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point);
-    the whole batch's loss on every worker, as in special_loss."""
-    inputs, labels = data["train"].batch(idx)
-    rows, sizes = local_share(len(idx))
-    outs = model(_share(standardise(inputs, data), rows))
-    z = {m: gather_batch(o.z, sizes) for m, o in outs.items()}
-    suff = supcon_loss(z, labels, cfg.tau)
-    mini = compactness_loss(z, labels, data.num_classes)
-    total = cfg.lambda_suff * suff + cfg.lambda_min * mini
-    return total, {"suff": suff, "min": mini, **_routing_means(outs)}
 
 
 def quick_valid_acc(model, data: BenchmarkTensors, cfg: S3Config) -> float:
@@ -167,55 +124,6 @@ def train_stage(stage: str, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
     return history
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One training stage: its loss, which parameters train, and the config fields that set its
-    learning rate and length. Methods (s3core.methods) are sequences of these.
-
-    Args:
-        name: the stage's name in histories, checkpoints and MLflow metric keys (``special/loss``).
-        loss: (model, data, cfg, batch indices, generator) -> (total loss, {part: scalar}).
-        trains: parameter name -> whether it trains in this stage (the rest stay bit-identical).
-        lr_field, epochs_field: S3Config fields giving the learning rate and the epoch count.
-        own_fields: S3Config fields that this stage reads and no other training stage does. The
-            stage cache (s3core.stagecache) leaves them out of the keys of the stages before
-            it, so a sweep of them reuses those stages. Claim a field here only if no other
-            stage reads it: a wrong claim would be a false cache hit.
-    """
-
-    name: str
-    loss: Callable
-    trains: Callable[[str], bool]
-    lr_field: str
-    epochs_field: str
-    own_fields: tuple[str, ...] = ()
-
-    def epochs(self, cfg: S3Config) -> int:
-        return getattr(cfg, self.epochs_field)
-
-
-def _every_param(name: str) -> bool:
-    return True
-
-
-def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
-    """The supervised control: cross-entropy of the model's task head on [z_1, ..., z_M]. The head
-    runs on this worker's share before the gather, so its gradient, too, comes from this share alone."""
-    inputs, labels = data["train"].batch(idx)
-    rows, sizes = local_share(len(idx))
-    outs = model(_share(standardise(inputs, data), rows))
-    head = model.module.task_head if hasattr(model, "module") else model.task_head
-    logits = gather_batch(head(torch.cat([outs[m].z for m in data.modalities], 1)), sizes)
-    return F.cross_entropy(logits, labels), {}
-
-
-# Stage 1 trains everything with L_special; Stage 2 only the routers W_g with L_select.
-SPECIALIZATION = Stage("special", special_loss, _every_param, "lr", "epochs_special")
-SELECTION = Stage("select", select_loss, is_router_param, "lr_select", "epochs_select",
-                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select"))
-SUPERVISED = Stage("supervised", supervised_loss, _every_param, "lr", "epochs_special")
-
-
 def run_stage(stage: Stage, model: nn.Module, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
     """Train `stage.trains` parameters with `stage.loss`; the others are frozen, then unfrozen."""
     names = set(set_trainable(model, stage.trains))
@@ -224,7 +132,7 @@ def run_stage(stage: Stage, model: nn.Module, data: BenchmarkTensors, cfg: S3Con
         return train_stage(stage.name, model, data, cfg, loss_fn=stage.loss, params=params,
                            lr=getattr(cfg, stage.lr_field), epochs=stage.epochs(cfg), **kw)
     finally:
-        set_trainable(model, _every_param)
+        set_trainable(model, every_param)
 
 
 def specialize(model: S3Model, data: BenchmarkTensors, cfg: S3Config, **kw) -> list[dict]:
@@ -298,8 +206,3 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
                       "probe_converged": res.converged, "probe_iters": res.n_iter,
                       "kept_fraction": te[2], "embed_s": embed_s, **extra})
     return curve
-
-
-def choose_on_valid(curve: list[dict]) -> dict:
-    """The curve point with the best validation accuracy (ties: the larger p, i.e. less pruning)."""
-    return max(curve, key=lambda r: (r["valid_acc"], r["keep_ratio"]))

@@ -1,4 +1,5 @@
-"""A Benchmark's arrays as device tensors, mini-batches, the Stage 1 views, and embedding."""
+"""A Benchmark's arrays as device tensors, mini-batches, the Stage 1 views, and embedding (on the MoE
+layers' row-stable path, `row_stable`)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from s3core.data.base import Benchmark
-from s3core.pruning import row_stable
+from s3core.moe import MoEFFN
 
 
 @dataclass
@@ -151,13 +152,33 @@ def forward_batches(model, data: BenchmarkTensors, split: str, batch_size: int, 
         yield idx, outs, len(idx)
 
 
+def moe_layers(model: torch.nn.Module) -> dict[str, MoEFFN]:
+    """Every MoE layer of `model` by its module name, e.g. 'encoders.text.blocks.1.ffn': one per
+    modality and depth, in the order the model holds them."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, MoEFFN)}
+
+
+@contextlib.contextmanager
+def row_stable(model: torch.nn.Module):
+    """Evaluate every MoE layer on its row-stable path (moe.row_stable_matmul) inside the block."""
+    layers = list(moe_layers(model).values())
+    before = [m.row_stable for m in layers]
+    for m in layers:
+        m.row_stable = True
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before):
+            m.row_stable = b
+
+
 @torch.no_grad()
 def embed(model, data: BenchmarkTensors, split: str, keep_ratio: float, batch_size: int,
           autocast=None, *, order: Tensor | None = None, pad: bool = False) -> tuple[Tensor, Tensor, float]:
     """Frozen embeddings [z_1, ..., z_M] of a split at keep-ratio p, in the split's own order.
 
     Batches follow `order` (default file order) and, with pad=True, all have batch_size rows
-    (forward_batches). The MoE layers run on their row-stable path (s3core/pruning.row_stable).
+    (forward_batches). The MoE layers run on their row-stable path (row_stable).
 
     Returns (features (N, M * proj_dim), labels (N,), mean kept fraction of routing pairs)."""
     st = data[split]

@@ -18,7 +18,8 @@ best test accuracy over p per trial (document.py says how each number is labelle
 are shown in percent (fractions are scaled by 100).
 
 Modules: read (MLflow -> tidy tables), aggregate (seeds, configurations, table rows), plots,
-document (the report's content, built once), render (Markdown and HTML), cli.
+document (the report's content, built once), render (Markdown and HTML), cli (the command line:
+`orchestrator.report.cli.main`).
 
 Exit codes: 0 report written; 2 nothing to report (empty store, missing experiment, no finished
 trials) or the tracking URI cannot be reached, with one error line on stderr (after any progress
@@ -35,15 +36,17 @@ import pandas as pd
 
 from orchestrator.mlflow_layout import REPORT_ARTIFACT_DIR
 from orchestrator.report import aggregate, evidence, plots
-from orchestrator.report.cli import DEFAULT_OUT_DIR, main
 from orchestrator.report.document import BenchmarkSection, build_document
 from s3core.atomic import atomic_file
 
 from orchestrator.report.read import (FAILED, FINISHED, Progress, ReportError, load_trials, print_progress,
                                       resolve_experiments)
 from orchestrator.report.render import to_html, to_markdown
+from s3core.methods import methods_with_role, primary_method
 
-__all__ = ["build_report", "log_report_to_parent", "ReportError", "ReportResult", "main", "DEFAULT_OUT_DIR"]
+__all__ = ["build_report", "log_report_to_parent", "ReportError", "ReportResult", "DEFAULT_OUT_DIR"]
+
+DEFAULT_OUT_DIR = "report"
 
 
 @dataclass
@@ -103,15 +106,18 @@ EXPERT_METRICS = (r"^dsc/", r"^dsc_at_p/", r"^event_share/", r"^event_share_at_p
 
 
 def _expert_panels(arrays: dict, chi: int) -> list:
+    """The ablations' usage at p = 1, then S3's at p = 1 and, when it prunes, at its p*."""
     panels = []
-    if ("s3_no_select", chi) in arrays:
-        seed, a = arrays[("s3_no_select", chi)]
-        panels.append((f"no Selection χ={chi}, p=1 (seed {seed})", a, "usage"))
-    if ("s3", chi) in arrays:
-        seed, a = arrays[("s3", chi)]
-        panels.append((f"S3 χ={chi}, p=1 (seed {seed})", a, "usage"))
+    for method in methods_with_role("ablation"):
+        if (method, chi) in arrays:
+            seed, a = arrays[(method, chi)]
+            panels.append((f"{aggregate.method_label(method)} χ={chi}, p=1 (seed {seed})", a, "usage"))
+    if (primary_method(), chi) in arrays:
+        seed, a = arrays[(primary_method(), chi)]
+        label = aggregate.method_label(primary_method())
+        panels.append((f"{label} χ={chi}, p=1 (seed {seed})", a, "usage"))
         if a.keep_ratio < 1.0:
-            panels.append((f"S3 χ={chi}, kept at p*={a.keep_ratio:g} (seed {seed})", a, "usage_at_p"))
+            panels.append((f"{label} χ={chi}, kept at p*={a.keep_ratio:g} (seed {seed})", a, "usage_at_p"))
     return panels
 
 
@@ -133,9 +139,10 @@ def _evidence(client, benchmark: str, name: str, trials, scores, points, configs
             out["experts"].append(f"experts_{name}_chi{chi}.png")
     out["expert_rows"] = evidence.expert_metric_rows(benchmark, trials, configs, EXPERT_METRICS)
     bench_methods = set(configs.loc[configs["benchmark"] == benchmark, "method"])
-    if benchmark.startswith("synthetic") and "raw_probe" not in bench_methods:
+    references = methods_with_role("reference")
+    if benchmark.startswith("synthetic") and references and not bench_methods & set(references):
         out["reference_note"] = ("no raw-feature reference row: every synthetic report should show it; add "
-                                 "raw_probe to the grid's baselines")
+                                 f"{' or '.join(references)} to the grid's baselines")
     return out
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from orchestrator import paper_numbers
 from orchestrator.report.read import FAILED, FINISHED, RUNNING
 from s3core.methods import METHODS as METHOD_REGISTRY
+from s3core.methods import Style
 
 # per-trial column -> prefix of its <prefix>_mean / <prefix>_std over seeds
 SEED_AVERAGED = {
@@ -31,6 +32,12 @@ def method_label(method: str) -> str:
     """How tables and plots name a method: its registry label, else its name."""
     known = METHOD_REGISTRY.get(method)
     return (known.label or method) if known else method
+
+
+def method_style(method: str) -> Style:
+    """How plots draw a method: its registry style, else the default (the report's fallback colours)."""
+    known = METHOD_REGISTRY.get(method)
+    return known.style if known else Style()
 
 
 def method_order(method: str) -> int:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Iterable
 
 from orchestrator.mlflow_layout import default_tracking_uri
+from orchestrator.report import DEFAULT_OUT_DIR, build_report, log_report_to_parent
 from orchestrator.report.read import FAILED, FINISHED, RUNNING, ReportError, check_sqlite_exists, first_line
-
-DEFAULT_OUT_DIR = "report"
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
@@ -34,8 +33,6 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Build the report as the flags say; returns the exit code."""
-    from orchestrator.report import build_report, log_report_to_parent   # the package imports this module
-
     args = _parse_args(argv)
     if args.log_to_parent and not args.parent_run_id:
         print("error: report: --log-to-parent needs --parent-run-id", file=sys.stderr)
@@ -46,6 +43,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     try:
         check_sqlite_exists(uri)
+        # MLflow: a second of import, and it reads the retry settings above; the report itself
+        # only reads through the client it is given
         from mlflow.tracking import MlflowClient
         try:
             client = MlflowClient(tracking_uri=uri)

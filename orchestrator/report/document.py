@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from s3core.methods import methods_with_role, primary_method
+
 from orchestrator.report.render import Bullets, Code, Document, Heading, Image, Paragraph, Table
 
 # Where orchestrator.paper_numbers' figures come from (its module docstring says the same).
@@ -172,9 +174,11 @@ def _evidence_blocks(section: BenchmarkSection) -> list:
         blocks.append(Paragraph(EXPERT_HEATMAP_NOTE, kind="aside"))
         blocks += [Image(name, "expert usage per class") for name in section.experts]
     if section.expert_rows:
+        # S3's column and its ablation's (EXPERT_HEADER): the rows are keyed by method name
+        primary, ablation = primary_method(), next(iter(methods_with_role("ablation")), None)
         blocks += [Paragraph(EXPERT_NOTE),
-                   Table(EXPERT_HEADER, tuple((r["key"], str(r["chi"]), _mean_cell(r.get("s3")),
-                                               _mean_cell(r.get("s3_no_select"))) for r in section.expert_rows))]
+                   Table(EXPERT_HEADER, tuple((r["key"], str(r["chi"]), _mean_cell(r.get(primary)),
+                                               _mean_cell(r.get(ablation))) for r in section.expert_rows))]
     return blocks
 
 

@@ -24,9 +24,14 @@ import pandas as pd
 from orchestrator import mlflow_layout as layout
 from orchestrator.report.aggregate import best_config_of, method_label, method_order
 from orchestrator.stats import paired_difference
+from s3core.methods import methods_with_role, primary_method
 
-S3, ABLATION, RAW = "s3", "s3_no_select", "raw_probe"
 SCORE = "test_acc_at_best"
+
+
+def per_chi_methods() -> tuple[str, ...]:
+    """S3 and its ablations (registry roles): compared, drawn and analysed at each chi."""
+    return methods_with_role("s3", "ablation")
 
 
 def _seed_scores(scores: pd.DataFrame, run_ids) -> dict[int, float]:
@@ -41,21 +46,22 @@ def paired_rows(benchmark: str, scores: pd.DataFrame, configs: pd.DataFrame) -> 
     scores' unit: percent points)."""
     bench = configs[configs["benchmark"] == benchmark]
     rows = []
-    s3_chis = sorted(bench.loc[bench["method"] == S3, "chi"].unique())
-    others = sorted((m for m in bench["method"].unique() if m != S3), key=lambda m: (method_order(m), m))
+    primary, ablations = primary_method(), methods_with_role("ablation")
+    s3_chis = sorted(bench.loc[bench["method"] == primary, "chi"].unique())
+    others = sorted((m for m in bench["method"].unique() if m != primary), key=lambda m: (method_order(m), m))
     for chi in s3_chis:
-        s3 = best_config_of(bench, method=S3, chi=chi)
+        s3 = best_config_of(bench, method=primary, chi=chi)
         a = _seed_scores(scores, s3["run_ids"])
         for other in others:
-            match = {"method": other, "chi": chi} if other == ABLATION else {"method": other}
+            match = {"method": other, "chi": chi} if other in ablations else {"method": other}
             config = best_config_of(bench, **match)
             if config is None:
                 continue
             b = _seed_scores(scores, config["run_ids"])
             if not set(a) & set(b):
                 continue
-            label = method_label(other) + (f" χ={chi}" if other == ABLATION else "")
-            d = paired_difference(a, b, names=(f"{method_label(S3)} χ={int(chi)}", label))
+            label = method_label(other) + (f" χ={chi}" if other in ablations else "")
+            d = paired_difference(a, b, names=(f"{method_label(primary)} χ={int(chi)}", label))
             rows.append({"s3": d.names[0], "other": label, "chi": int(chi), "mean": d.mean, "low": d.low,
                          "high": d.high, "n": d.n, "verdict": d.verdict})
     return rows
@@ -68,7 +74,7 @@ def frontier_points(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame)
     bench = configs[configs["benchmark"] == benchmark]
     frames = []
     for method in sorted(bench["method"].unique(), key=lambda m: (method_order(m), m)):
-        chis = sorted(bench.loc[bench["method"] == method, "chi"].unique()) if method in (S3, ABLATION) else [None]
+        chis = sorted(bench.loc[bench["method"] == method, "chi"].unique()) if method in per_chi_methods() else [None]
         for chi in chis:
             config = best_config_of(bench, method=method, **({"chi": chi} if chi is not None else {}))
             curve = points[points["run_id"].isin(config["run_ids"])]
@@ -89,7 +95,7 @@ def curve_rows(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> l
     difference from p = 1 (diff, low, high, verdict; None at p = 1 itself)."""
     bench = configs[configs["benchmark"] == benchmark]
     rows = []
-    for method in (S3, ABLATION):
+    for method in per_chi_methods():
         for chi in sorted(bench.loc[bench["method"] == method, "chi"].unique()):
             config = best_config_of(bench, method=method, chi=chi)
             curve = points[points["run_id"].isin(config["run_ids"])]
@@ -124,7 +130,7 @@ def expert_metric_rows(benchmark: str, trials: pd.DataFrame, configs: pd.DataFra
     bench = configs[configs["benchmark"] == benchmark]
     patterns = [re.compile(n) for n in names]
     rows: dict[tuple, dict] = {}
-    for method in (S3, ABLATION):
+    for method in per_chi_methods():
         for chi in sorted(bench.loc[bench["method"] == method, "chi"].unique()):
             config = best_config_of(bench, method=method, chi=chi)
             chosen = trials[trials["run_id"].isin(config["run_ids"])]
@@ -142,11 +148,11 @@ def expert_metric_rows(benchmark: str, trials: pd.DataFrame, configs: pd.DataFra
 def load_expert_arrays(client, benchmark: str, trials: pd.DataFrame, configs: pd.DataFrame) -> dict:
     """The expert analysis arrays of the lowest seed of S3 and of the ablation at each chi:
     {(method, chi): (seed, ExpertAnalysis)}; runs without the artifact are left out."""
-    from s3core.analysis import ExpertAnalysis
+    from s3core.analysis import ExpertAnalysis   # torch: the report loads without it until it reads arrays
 
     bench = configs[configs["benchmark"] == benchmark]
     out = {}
-    for method in (S3, ABLATION):
+    for method in per_chi_methods():
         for chi in sorted(bench.loc[bench["method"] == method, "chi"].unique()):
             config = best_config_of(bench, method=method, chi=chi)
             runs = trials[trials["run_id"].isin(config["run_ids"])].sort_values("seed")
@@ -162,4 +168,4 @@ def load_expert_arrays(client, benchmark: str, trials: pd.DataFrame, configs: pd
     return out
 
 
-__all__ = ["paired_rows", "curve_rows", "frontier_points", "expert_metric_rows", "load_expert_arrays"]
+__all__ = ["per_chi_methods", "paired_rows", "curve_rows", "frontier_points", "expert_metric_rows", "load_expert_arrays"]

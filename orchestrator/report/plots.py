@@ -1,7 +1,8 @@
 """Plots as PNG bytes: accuracy vs keep-ratio per chi, and accuracy vs batch size.
 
-Methods are named by their registry label (s3core.methods); S3 gets one colour per chi, every
-other method a horizontal line (its best configuration on validation) in the style below.
+Methods are named and styled by their registry entry (s3core.methods: label, role, style); S3 gets
+one colour per chi, every other method a horizontal line (its best configuration on validation) in
+its style's colour and line, or the next of FALLBACK_STYLES without a colour.
 """
 from __future__ import annotations
 
@@ -12,23 +13,18 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import paper_numbers
-from orchestrator.report.aggregate import best_config_of, method_label, method_order
+from orchestrator.report.aggregate import best_config_of, method_label, method_order, method_style
+from s3core.methods import methods_with_role, primary_method
 
-S3 = "s3"
-# method -> (colour, linestyle) for the methods drawn as reference lines; others cycle FALLBACK_STYLES
-METHOD_STYLES = {
-    "clip": ("black", "--"),
-    "s3_no_select": ("tab:gray", "-."),
-    "supervised": ("tab:purple", ":"),
-}
 FALLBACK_STYLES = (("tab:brown", "--"), ("tab:olive", "-."), ("tab:cyan", ":"))
 MAX_P_TICKS = 12   # beyond this many distinct p, matplotlib picks the ticks
 
 
 def _pyplot():
+    # matplotlib: a second of import, paid when a plot is drawn, not by `import orchestrator.report`
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # after use("Agg")
     return plt
 
 
@@ -40,10 +36,13 @@ def _figure_png(fig) -> bytes:
 
 
 def _reference_methods(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(method, colour, linestyle) for every method but S3 in these configs, registry order."""
-    others = sorted((m for m in configs["method"].unique() if m != S3), key=lambda m: (method_order(m), m))
-    fallback = iter(FALLBACK_STYLES * len(others))
-    return [(m, *METHOD_STYLES.get(m, next(fallback))) for m in others]
+    """(method, colour, linestyle) for every method but S3 in these configs, registry order; the
+    i-th method without a colour of its own takes FALLBACK_STYLES[i] (cycled)."""
+    others = sorted((m for m in configs["method"].unique() if m != primary_method()),
+                    key=lambda m: (method_order(m), m))
+    fallback = FALLBACK_STYLES * len(others)
+    return [(m, *((method_style(m).colour, method_style(m).linestyle) if method_style(m).colour else fallback[i]))
+            for i, m in enumerate(others)]
 
 
 def _p_label(p: float) -> str:
@@ -53,13 +52,13 @@ def _p_label(p: float) -> str:
 
 
 def _s3_chi_label(chi: int) -> str:
-    return f"{method_label(S3)} χ={chi}"
+    return f"{method_label(primary_method())} χ={chi}"
 
 
 def _plot_paper_stars(ax, benchmark: str, chi: int, colour) -> None:
     """The paper's exact numbers for S3 at this chi (best over p, and unpruned), at their p."""
     for number in paper_numbers.paper_numbers_for(benchmark):
-        if number.method == S3 and number.chi == chi and number.keep_ratio and number.qualifier == "=":
+        if number.method == primary_method() and number.chi == chi and number.keep_ratio and number.qualifier == "=":
             ax.plot([number.keep_ratio], [number.accuracy], marker="*", markersize=14, color=colour,
                     markeredgecolor="black", linestyle="none",
                     label=f"paper χ={chi}, p={number.keep_ratio:g}: {number.accuracy:.2f} "
@@ -92,12 +91,13 @@ def plot_curves(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
     bench_configs = configs[configs["benchmark"] == benchmark]
-    chis = sorted(bench_configs.loc[bench_configs["method"] == S3, "chi"].unique())
+    s3 = primary_method()
+    chis = sorted(bench_configs.loc[bench_configs["method"] == s3, "chi"].unique())
     colours = plt.get_cmap("tab10")
     keep_ratios = sorted(points["keep_ratio"].unique(), reverse=True)
     for ax, split in zip(axes, ("test", "valid")):
         for index, chi in enumerate(chis):
-            config = best_config_of(bench_configs, method=S3, chi=chi)
+            config = best_config_of(bench_configs, method=s3, chi=chi)
             _plot_s3_chi(ax, split, points[points["run_id"].isin(config["run_ids"])], config, colours(index % 10))
             if split == "test":
                 _plot_paper_stars(ax, benchmark, chi, colours(index % 10))
@@ -130,8 +130,9 @@ def plot_batch_size(benchmark: str, configs: pd.DataFrame) -> bytes | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = plt.get_cmap("tab10")
-    s3_chis = sorted(bench.loc[bench["method"] == S3, "chi"].unique())
-    lines = [(S3, chi, colours(i % 10), "-", _s3_chi_label(chi)) for i, chi in enumerate(s3_chis)]
+    s3 = primary_method()
+    s3_chis = sorted(bench.loc[bench["method"] == s3, "chi"].unique())
+    lines = [(s3, chi, colours(i % 10), "-", _s3_chi_label(chi)) for i, chi in enumerate(s3_chis)]
     lines += [(m, None, colour, style, method_label(m)) for m, colour, style in _reference_methods(bench)
               if bench.loc[bench["method"] == m, "batch_size"].nunique() > 1]
     for method, chi, colour, style, label in lines:
@@ -158,8 +159,9 @@ def plot_batch_size(benchmark: str, configs: pd.DataFrame) -> bytes | None:
 
 def plot_frontier(benchmark: str, frontier: pd.DataFrame) -> bytes | None:
     """Test accuracy against expert FLOPs per sample (evidence.frontier_points): one line per
-    configuration over its p, the dense CLIP model's compute as a vertical reference line, the
-    raw-feature probe (no encoder, no FLOPs) as a horizontal one. None without any FLOPs."""
+    configuration over its p, the compute of a method whose style asks for it (the dense CLIP model)
+    as a vertical reference line, a method without FLOPs (the raw-feature probe: no encoder) as a
+    horizontal one. None without any FLOPs."""
     if frontier.empty or frontier["expert_flops"].isna().all():
         return None
     plt = _pyplot()
@@ -173,15 +175,16 @@ def plot_frontier(benchmark: str, frontier: pd.DataFrame) -> bytes | None:
             continue
         group = with_flops
         method = group["method"].iloc[0]
-        style = METHOD_STYLES.get(method)
-        colour = style[0] if style and method != "s3_no_select" else colours(index % 10)
-        marker = "o" if method == S3 else ("^" if method == "s3_no_select" else "s")
-        ax.plot(group["expert_flops"] / 1e6, group["test_acc"], marker=marker, color=colour, markersize=4,
-                linestyle="-" if method == S3 else "--", linewidth=1.6,
+        style, s3 = method_style(method), method == primary_method()
+        per_chi = method in methods_with_role("s3", "ablation")     # one line per chi: a colour each
+        colour = style.colour if style.colour and not per_chi else colours(index % 10)
+        ax.plot(group["expert_flops"] / 1e6, group["test_acc"], marker=style.marker, color=colour, markersize=4,
+                linestyle="-" if s3 else "--", linewidth=1.6,
                 label=f"{label} (n={int(group['n'].max())})")
-        if method == "clip":
+        if style.compute_line:
             ax.axvline(group["expert_flops"].iloc[0] / 1e6, color="black", linestyle="--", linewidth=1.0,
-                       alpha=0.7, label=f"dense CLIP compute: {group['expert_flops'].iloc[0] / 1e6:.2f} MFLOPs")
+                       alpha=0.7, label=f"dense {method_label(method)} compute: "
+                                        f"{group['expert_flops'].iloc[0] / 1e6:.2f} MFLOPs")
     ax.set_xlabel("expert FLOPs per test sample (millions; from the routing pairs each p kept)")
     ax.set_ylabel("test accuracy (%) (mean over seeds)")
     ax.grid(True, alpha=0.35)

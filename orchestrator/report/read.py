@@ -139,7 +139,7 @@ def trial_info(run, experiment_name: str) -> dict:
         "method": method,
         "preset": tags.get(layout.TAG_PRESET, ""),
         "seed": _parse_int(tags.get(layout.TAG_SEED, params.get("seed"))),
-        "chi": _parse_int(params.get("chi")) or 1,
+        "chi": layout.read_chi(params),
         "batch_size": _parse_int(params.get("batch_size")),
         "config_key": repr(config),
         "failure_reason": tags.get(layout.TAG_FAILURE, ""),

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .base import SPLITS, Benchmark, DataError, Split, validate_benchmark
+from .base import SPLITS, Benchmark, DataError, Split, select_modalities, validate_benchmark
 
 FORMAT = "s3core-arrow"
 FORMAT_VERSION = 1
@@ -293,7 +293,6 @@ def read_arrow_benchmark(directory: str | os.PathLike, *, modalities=None) -> Be
     if manifest["num_classes"] is None or manifest["label_dtype"] != "int64":
         raise DataError(f"{directory}: labels are raw floats (a MultiBench cache); load it with "
                         "load_multibench, which applies a label rule")
-    from .base import select_modalities
     bench = Benchmark(name=str(manifest["name"]), modalities=tuple(manifest["modalities"]), splits=splits,
                       num_classes=int(manifest["num_classes"]),
                       meta={**manifest.get("meta", {}), "source": directory})

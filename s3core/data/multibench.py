@@ -246,7 +246,7 @@ def _convert_lock(cache_root: str, cache_name: str):
         raise DataError(f"{cache_root}: cannot create the cache directory ({e.strerror}); "
                         "pass cache_dir= a writable folder") from None
     try:
-        import fcntl
+        import fcntl   # POSIX only
     except ImportError:  # not POSIX: atomic renames alone keep the cache consistent
         yield
         return

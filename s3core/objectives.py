@@ -1,0 +1,72 @@
+"""The training stages' objectives on one batch: (model, data, cfg, batch indices, generator) ->
+(total loss, {part: scalar}). The stage table (s3core.stage_specs) names them; the losses' math is in
+s3core.losses. With several workers (s3core/distributed.py) each forwards its own share of the batch
+and computes the loss of the whole batch from the gathered embeddings."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s3core.config import S3Config
+from s3core.distributed import gather_batch, local_share
+from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
+from s3core.tensors import BenchmarkTensors, augment, standardise
+
+
+def _routing_means(outs) -> dict[str, torch.Tensor]:
+    stats = {}
+    for name in ("load_balance", "local_entropy", "global_entropy"):
+        stats[name] = torch.stack([torch.stack(o.intermediates["routing"][name]).mean() for o in outs.values()]).mean()
+    return stats
+
+
+def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
+    return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
+
+
+def special_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """Stage 1's loss on the batch `idx`: returns (total, parts).
+
+    With several workers (s3core/distributed.py) each draws the views of the whole batch (the
+    same random numbers as one process), forwards its own share, and computes the loss of the
+    whole batch from the gathered embeddings."""
+    inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    view1 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    view2 = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    out1, out2 = model(_share(view1, rows)), model(_share(view2, rows))
+    z1 = {m: gather_batch(o.z, sizes) for m, o in out1.items()}
+    z2 = {m: gather_batch(o.z, sizes) for m, o in out2.items()}
+    rep = intra_modal_info_nce(z1, z2, cfg.tau)
+    dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
+    aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
+    total = cfg.lambda_rep * rep + cfg.lambda_dsc * dsc + cfg.lambda_aux * aux
+    return total, {"rep": rep, "dsc": dsc, "aux": aux, **_routing_means(out1)}
+
+
+def select_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """Stage 2's loss on one batch (no augmentation, no balancing term: uneven use is the point);
+    the whole batch's loss on every worker, as in special_loss."""
+    inputs, labels = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    z = {m: gather_batch(o.z, sizes) for m, o in outs.items()}
+    suff = supcon_loss(z, labels, cfg.tau)
+    mini = compactness_loss(z, labels, data.num_classes)
+    total = cfg.lambda_suff * suff + cfg.lambda_min * mini
+    return total, {"suff": suff, "min": mini, **_routing_means(outs)}
+
+
+def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """The supervised control: cross-entropy of the model's task head on [z_1, ..., z_M]. The head
+    runs on this worker's share before the gather, so its gradient, too, comes from this share alone."""
+    inputs, labels = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    outs = model(_share(standardise(inputs, data), rows))
+    head = model.module.task_head if hasattr(model, "module") else model.task_head
+    logits = gather_batch(head(torch.cat([outs[m].z for m in data.modalities], 1)), sizes)
+    return F.cross_entropy(logits, labels), {}
+
+
+__all__ = ["special_loss", "select_loss", "supervised_loss"]
