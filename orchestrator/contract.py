@@ -213,12 +213,14 @@ class Executor(Protocol):
 
 def stage_cache_for(spec: TrialSpec, execution: dict | None):
     """The trial's s3core StageCache, from the execution settings (None when the grid runs without:
-    --no-stage-cache, or storage that is not a local/shared POSIX path)."""
+    --no-stage-cache), with the claims of the grid's broker that every node sees."""
     if not execution or not execution.get("stage_cache"):
         return None
+    from orchestrator.stage_claims import claims_of
     from s3core.stagecache import StageCache
     return StageCache(execution["stage_cache"], execution["data_digests"][spec.benchmark],
-                      producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")})
+                      producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")},
+                      claims=claims_of(execution.get("stage_claims", "")))
 
 
 def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, execution: dict | None = None) -> None:

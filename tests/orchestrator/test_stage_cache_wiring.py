@@ -34,7 +34,12 @@ def test_the_cache_lives_under_local_storage_and_the_flag_turns_it_off(tmp_path)
     on = make_plan(preset, Overrides(storage_path=str(tmp_path)))
     assert stage_cache_dir(on.resources) == str(tmp_path.resolve() / "stage-cache")
     assert stage_cache_dir(make_plan(preset, Overrides(storage_path=str(tmp_path), stage_cache=False)).resources) == ""
-    assert stage_cache_dir(make_plan(preset, Overrides(storage_path="s3://bucket/runs")).resources) == ""
+    # on a storage URI too (through pyarrow.fs), a query such as the endpoint staying last
+    assert stage_cache_dir(make_plan(preset, Overrides(storage_path="s3://bucket/runs")).resources) == \
+        "s3://bucket/runs/stage-cache"
+    assert stage_cache_dir(make_plan(preset, Overrides(
+        storage_path="s3://bucket/runs/?endpoint_override=http://127.0.0.1:9000")).resources) == \
+        "s3://bucket/runs/stage-cache?endpoint_override=http://127.0.0.1:9000"
 
 
 def test_the_trial_body_reuses_reports_and_tags_which_run_trained_the_stage(tmp_path):

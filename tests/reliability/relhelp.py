@@ -51,6 +51,7 @@ class Grid:
         self.storage = self.root / "s3_runs"
         self.report = self.root / "report"
         self.log = self.root / "driver.log"
+        self.env: dict = {}            # extra environment of the CLI (e.g. an S3 endpoint's)
 
     def argv(self, *extra: str) -> list[str]:
         return [RUN_GRID, "--num-cpus", "2", "--tracking-uri", self.uri, "--storage-path", str(self.storage),
@@ -59,7 +60,7 @@ class Grid:
                 *(() if "--executor" in extra else ("--executor", "train")), *extra]
 
     def run(self, *extra: str, timeout: float = 420) -> subprocess.CompletedProcess:
-        proc = run_cli(self.argv(*extra), self.root, timeout=timeout)
+        proc = run_cli(self.argv(*extra), self.root, timeout=timeout, **self.env)
         with open(self.log, "a") as f:
             f.write(f"$ run_grid {' '.join(extra)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
         return proc
@@ -70,7 +71,7 @@ class Grid:
         f.write(f"$ run_grid {' '.join(extra)} (background)\n")
         f.flush()
         return subprocess.Popen([PY, *self.argv(*extra)], cwd=str(self.root), stdout=f, stderr=subprocess.STDOUT,
-                                text=True, env=cli_env(), start_new_session=True)
+                                text=True, env=cli_env(**self.env), start_new_session=True)
 
     def client(self):
         from mlflow.tracking import MlflowClient
