@@ -68,3 +68,48 @@ def test_the_trial_body_reuses_reports_and_tags_which_run_trained_the_stage(tmp_
     third = FakeExecutor()
     run_trial_body(second_spec, bench, "cpu", third, None)
     assert third.final.stage_cache == []
+
+
+def test_the_claim_broker_hands_a_key_to_one_holder_and_takes_it_back_when_stale(tmp_path):
+    import threading
+    import time
+
+    import torch
+
+    from orchestrator.stage_claims import ClaimBroker, RayClaims, claims_of
+    from s3core.stagecache import StageCache
+
+    broker = ClaimBroker(stale_after_s=0.2)
+    assert broker.acquire("k", "a", {}) and not broker.acquire("k", "b", {})
+    broker.release("k", "b")                      # not b's to release
+    assert not broker.acquire("k", "b", {})
+    time.sleep(0.3)                               # a stopped refreshing: stale, b takes it over
+    assert broker.acquire("k", "b", {})
+    broker.refresh("k", "a")                      # a's late heartbeat does not take it back
+    assert not broker.acquire("k", "a", {})
+    broker.release("k", "b")
+    assert broker.acquire("k", "a", {}) and broker.stats()["granted"] == 3
+
+    # the broker as the StageCache's claims (it is what RayClaims forwards to): three claimants, one trains
+    cache = StageCache(str(tmp_path), "d" * 64, code="c" * 32, poll_s=0.01, claims=ClaimBroker())
+    trained, results = [], {}
+
+    def worker(name):
+        with cache.claim("k") as entry:
+            if entry is None:
+                trained.append(name)
+                time.sleep(0.3)
+                cache.store("k", {"model": {"w": torch.ones(2)}, "history": []}, {})
+            results[name] = "trained" if entry is None else "reused"
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trained) == 1 and sorted(results.values()) == ["reused", "reused", "trained"]
+    assert not list(tmp_path.glob("*.lock")), "with a broker, no lock files"
+    # a broker that cannot be reached (the driver is gone): the trial trains, it never waits
+    assert claims_of("") is None
+    gone = claims_of("some-namespace/s3-stage-claims-gone")
+    assert isinstance(gone, RayClaims) and gone.acquire("k", "h", {}) is True
