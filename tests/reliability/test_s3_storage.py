@@ -101,3 +101,137 @@ def test_the_stage_cache_reuses_a_stage_through_s3_bit_identically(s3env):
     s3env.client().delete_object(Bucket="cache", Key=[k for k in keys if k.endswith("meta.json")][0])
     assert sum(StageCache(root, content_digest(bench)).load(k.split("/")[2]) is not None
                for k in keys if k.endswith("state.pt")) == 1
+
+
+# --------------------------------------------------------------------------- a grid on s3://
+
+def s3_tune_results(s3api, bucket: str, prefix: str) -> dict[str, list[dict]]:
+    """trial key -> the results Tune's JSON logger wrote into the bucket (its own record)."""
+    import json
+
+    from orchestrator.contract import TrialSpec
+    out: dict[str, list[dict]] = {}
+    client = s3api.client()
+    for key in s3api.keys(bucket, prefix):
+        if key.endswith("/result.json") and key.startswith(f"{prefix}grid-"):
+            rows = [json.loads(ln) for ln in client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+                    .splitlines() if ln.strip()]
+            params = json.loads(client.get_object(Bucket=bucket, Key=key.rsplit("/", 1)[0] + "/params.json")
+                                ["Body"].read())
+            out.setdefault(TrialSpec.from_config(params).key(), []).extend(rows)
+    return out
+
+
+def checkpoint_dirs(keys: list[str]) -> set[str]:
+    """The checkpoint_NNNNNN folders among object keys."""
+    return {k.split("/checkpoint_")[0] + "/checkpoint_" + k.split("/checkpoint_")[1].split("/")[0]
+            for k in keys if "/checkpoint_" in k}
+
+
+@pytest.mark.slow
+def test_a_grid_on_s3_survives_a_killed_worker_and_driver_and_mlflow_keeps_its_artifacts_in_s3(s3api, tmp_path):
+    import os
+    import signal
+    import time
+    from collections import Counter
+
+    from relhelp import (Grid, alive, descendants, metric_steps, parent_runs, ray_processes_of, stop_process_group,
+                         trial_runs, wait_for)
+    from s3api import MlflowServer
+    from test_faults import GRID_TIMEOUT, assert_complete_history
+
+    from orchestrator import mlflow_layout as L
+    from orchestrator.contract import Report
+
+    s3api.bucket("bucket")
+    server = MlflowServer(tmp_path, "s3://bucket/mlflow", s3api.env)
+    grid = Grid(tmp_path / "grid")
+    grid.env, grid.storage, grid.uri = dict(s3api.env), "s3://bucket/runs", server.uri
+    epochs = 6
+    flags = ("--preset", "smoke", "--grid", "chi=[2,4]", "--set", f"epochs_special={epochs}", "--max-concurrent", "1",
+             "--max-failures", "2")
+    figures = {}
+    try:
+        proc = grid.start(*flags)
+        try:
+            grid.wait_started(proc)
+            client = grid.client()
+
+            def running_mid_way():
+                for run in trial_runs(client):
+                    if run.info.status == "RUNNING" and 1 <= len(metric_steps(client, run.info.run_id,
+                                                                                "special/loss")) <= epochs - 3:
+                        return run
+                return None
+
+            # 1. a Train worker killed mid-trial: Train restarts it from the checkpoint in the bucket
+            victim = wait_for(running_mid_way, GRID_TIMEOUT, 0.5, proc, "a trial with >= 1 logged epoch", grid)
+            workers = [p for p in ray_processes_of(needle="RayTrainWorker") if p in descendants(proc.pid) and alive(p)]
+            assert len(workers) == 1, workers
+            os.kill(workers[0], signal.SIGKILL)
+            wait_for(lambda: client.get_run(victim.info.run_id).info.status == "FINISHED", GRID_TIMEOUT, 1, proc,
+                     "the victim to finish", grid)
+            # 2. the driver killed (SIGKILL) with a trial still to run
+            wait_for(lambda: 2 <= sum(r.info.status == "FINISHED" for r in trial_runs(client)) < 3 or None,
+                     GRID_TIMEOUT, 0.3, proc, "a second FINISHED trial", grid)
+            ray_pids = descendants(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            stop_process_group(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(alive(p) for p in ray_pids):
+            time.sleep(1)
+        for p in ray_pids:         # ours; Ray 2.60's agents can outlive a SIGKILLed driver (test_faults)
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+        done_before = {r.data.tags[L.TAG_TRIAL_KEY] for r in trial_runs(client) if r.info.status == "FINISHED"}
+        assert 1 <= len(done_before) < 3, done_before
+        checkpoints = checkpoint_dirs(s3api.keys("bucket", "runs/"))
+        figures["checkpoint dirs in s3 before --resume"] = len(checkpoints)
+        assert checkpoints and not list(tmp_path.rglob("checkpoint_*")), "checkpoints live in the bucket only"
+
+        resumed = grid.run(*flags, "--resume", timeout=GRID_TIMEOUT)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert f"{len(done_before)} already finished" in resumed.stdout
+        parents = parent_runs(client)
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        runs = trial_runs(client)
+        assert len(Counter(r.data.tags[L.TAG_TRIAL_KEY] for r in runs)) == 3 == len(runs)
+        for run in runs:
+            assert run.info.status == "FINISHED"
+            assert_complete_history(client, run, epochs, 1)
+        # Tune's own record in the bucket: the victim went on from its checkpoint, it did not start over
+        reported = [Report.decode(r).global_epoch for r in
+                    s3_tune_results(s3api, "bucket", "runs/")[victim.data.tags[L.TAG_TRIAL_KEY]] if r.get("kind") == "epoch"]
+        assert reported.count(0) == 1 and sorted(set(reported)) == list(range(epochs + 1)), reported
+        figures["victim epochs reported (a resume repeats at most one)"] = len(reported)
+        figures["checkpoint dirs in s3 at the end (2 kept per Train run)"] = \
+            len(checkpoint_dirs(s3api.keys("bucket", "runs/")))
+        # every trial's curve and model are in the bucket, behind the MLflow server
+        artifacts = s3api.keys("bucket", "mlflow/")
+        for run in runs:
+            mine = [k for k in artifacts if f"/{run.info.run_id}/artifacts/" in k]
+            assert any(k.endswith(f"{L.MODEL_ARTIFACT_DIR}/{L.MODEL_FILE}") for k in mine), mine
+            assert any(k.endswith(f"/artifacts/{L.CURVE_ARTIFACT_DIR}/curve.csv") for k in mine), mine
+        figures["artifacts in s3"] = len(artifacts)
+
+        # read back: the report from the server, and resweep of an S3 trial's model
+        from relhelp import run_cli
+        report = run_cli(["-m", "orchestrator.report", "--tracking-uri", server.uri, "--out", str(tmp_path / "rep")],
+                         tmp_path, timeout=300, **s3api.env)
+        assert report.returncode == 0, report.stderr[-3000:]
+        figures["report files"] = len([p for p in (tmp_path / "rep").rglob("*") if p.is_file()])
+        s3_run = next(r for r in runs if r.data.tags[L.TAG_METHOD] == "s3")
+        resweep = run_cli(["-m", "orchestrator.resweep", s3_run.info.run_id, "--keep-ratios", "0.35",
+                           "--tracking-uri", server.uri], tmp_path, timeout=300, **s3api.env)
+        assert resweep.returncode == 0, resweep.stdout[-2000:] + resweep.stderr[-3000:]
+        assert any(m.step == L.curve_step(0.35) for m in client.get_metric_history(s3_run.info.run_id, "valid_acc"))
+        curve_key = next(k for k in s3api.keys("bucket", "mlflow/")
+                         if f"/{s3_run.info.run_id}/artifacts/{L.CURVE_ARTIFACT_DIR}/" in k and k.endswith(".csv"))
+        curve_csv = s3api.client().get_object(Bucket="bucket", Key=curve_key)["Body"].read().decode()
+        assert "0.35" in curve_csv, curve_csv      # the curve in the bucket now holds the resweep's point
+        figures["resweep"] = f"read {L.MODEL_ARTIFACT_DIR}/{L.MODEL_FILE} from s3, wrote {curve_key.split('/artifacts/')[1]}"
+    finally:
+        server.stop()
+        print(f"\ns3 grid figures: {figures}")
