@@ -71,7 +71,7 @@ def test_the_trial_body_reuses_reports_and_tags_which_run_trained_the_stage(tmp_
 
 
 def test_the_claim_broker_hands_a_key_to_one_holder_and_takes_it_back_when_stale(tmp_path):
-    import threading
+    import concurrent.futures
     import time
 
     import torch
@@ -92,22 +92,16 @@ def test_the_claim_broker_hands_a_key_to_one_holder_and_takes_it_back_when_stale
 
     # the broker as the StageCache's claims (it is what RayClaims forwards to): three claimants, one trains
     cache = StageCache(str(tmp_path), "d" * 64, code="c" * 32, poll_s=0.01, claims=ClaimBroker())
-    trained, results = [], {}
 
-    def worker(name):
+    def claimant(_):
         with cache.claim("k") as entry:
-            if entry is None:
-                trained.append(name)
+            if entry is None:            # the one that trains: slow enough for the others to wait on it
                 time.sleep(0.3)
                 cache.store("k", {"model": {"w": torch.ones(2)}, "history": []}, {})
-            results[name] = "trained" if entry is None else "reused"
+            return "trained" if entry is None else "reused"
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in "abc"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(trained) == 1 and sorted(results.values()) == ["reused", "reused", "trained"]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert sorted(pool.map(claimant, range(3))) == ["reused", "reused", "trained"]
     assert not list(tmp_path.glob("*.lock")), "with a broker, no lock files"
     # a broker that cannot be reached (the driver is gone): the trial trains, it never waits
     assert claims_of("") is None

@@ -186,6 +186,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def reap(pids, wait_s: float = 60) -> dict[int, str]:
+    """Give the Ray processes a killed driver started `wait_s` to go, then SIGKILL those left
+    (ours: started by the test's driver). Returns {pid: cmdline} of those that outlived the wait."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(1)
+    orphans = {p: cmdline(p) for p in pids if alive(p)}
+    for p in orphans:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return orphans
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]

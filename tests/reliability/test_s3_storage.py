@@ -132,11 +132,10 @@ def checkpoint_dirs(keys: list[str]) -> set[str]:
 def test_a_grid_on_s3_survives_a_killed_worker_and_driver_and_mlflow_keeps_its_artifacts_in_s3(s3api, tmp_path):
     import os
     import signal
-    import time
     from collections import Counter
 
-    from relhelp import (Grid, alive, descendants, metric_steps, parent_runs, ray_processes_of, stop_process_group,
-                         trial_runs, wait_for)
+    from relhelp import (Grid, alive, descendants, metric_steps, parent_runs, ray_processes_of, reap,
+                         stop_process_group, trial_runs, wait_for)
     from s3api import MlflowServer
     from test_faults import GRID_TIMEOUT, assert_complete_history
 
@@ -179,12 +178,7 @@ def test_a_grid_on_s3_survives_a_killed_worker_and_driver_and_mlflow_keeps_its_a
             proc.wait(timeout=60)
         finally:
             stop_process_group(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(alive(p) for p in ray_pids):
-            time.sleep(1)
-        for p in ray_pids:         # ours; Ray 2.60's agents can outlive a SIGKILLed driver (test_faults)
-            if alive(p):
-                os.kill(p, signal.SIGKILL)
+        reap(ray_pids)          # Ray 2.60's agents can outlive a SIGKILLed driver (test_faults)
         done_before = {r.data.tags[L.TAG_TRIAL_KEY] for r in trial_runs(client) if r.info.status == "FINISHED"}
         assert 1 <= len(done_before) < 3, done_before
         checkpoints = checkpoint_dirs(s3api.keys("bucket", "runs/"))
