@@ -216,14 +216,18 @@ class _StageKeys:
                      for names, drop, head in stage_prefixes(method_entry)]
 
     def deepest(self, first: int) -> tuple[int, dict | None]:
-        found = None
+        found, entry = None, None
         if self.rank == 0:
-            found = next((j for j in range(len(self.stages) - 1, first - 1, -1)
-                          if self.cache.load(self.keys[j][0]) is not None), None)
+            for j in range(len(self.stages) - 1, first - 1, -1):
+                entry = self.cache.load(self.keys[j][0])
+                if entry is not None:
+                    found = j
+                    break
         found = _rank0_says(found)
         if found is None:
             return first, None
-        entry = self.cache.load(self.keys[found][0])
+        if entry is None:          # a rank other than 0: load what rank 0 found
+            entry = self.cache.load(self.keys[found][0])
         if entry is None:
             raise DataError(f"stage cache entry {self.keys[found][0]} vanished under {self.cache.root}")
         return found, entry

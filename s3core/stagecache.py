@@ -271,11 +271,12 @@ class StageCache:
         buf = io.BytesIO()
         torch.save(state, buf)          # before anything is written: a failure here leaves nothing
         meta = _canon({"key": key, "ident": ident, "producer": self.producer, "written_at": time.time()}).encode()
+        from pyarrow.fs import FileType
         fs, root, local = self._fs()
         final = f"{root}/{key}"
         if not local:
             # an object store: one PUT per file, meta.json (what readers look for) last
-            if self.load(key) is not None:
+            if fs.get_file_info(f"{final}/{META_FILE}").type != FileType.NotFound:
                 return False
             fs.create_dir(final)
             with fs.open_output_stream(f"{final}/{STATE_FILE}") as f:
@@ -283,7 +284,6 @@ class StageCache:
             with fs.open_output_stream(f"{final}/{META_FILE}") as f:
                 f.write(meta)
             return True
-        from pyarrow.fs import FileType
         tmp = f"{root}/.tmp-{key}-{uuid.uuid4().hex[:8]}"
         fs.create_dir(tmp)
         try:
