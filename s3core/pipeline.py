@@ -229,7 +229,9 @@ class _StageKeys:
         if entry is None:          # a rank other than 0: load what rank 0 found
             entry = self.cache.load(self.keys[found][0])
         if entry is None:
-            raise DataError(f"stage cache entry {self.keys[found][0]} vanished under {self.cache.root}")
+            raise DataError(f"stage cache entry {self.keys[found][0]}, which rank 0 found under {self.cache.root}, "
+                            f"is not there for rank {self.rank}: put the storage where every node sees it "
+                            "(s3://... or NFS)")
         return found, entry
 
     @contextlib.contextmanager
