@@ -32,6 +32,8 @@ from s3core.pipeline import checkpoint_state, run_trial, trained_model_state
 from s3core.stagecache import StageCache
 from s3core.stages import DivergenceError
 
+from orchestrator.stage_claims import claims_of
+
 CHECKPOINT_FILE = "state.pt"
 TRAINED_MODEL_KEY = "trained_model"   # in a finished trial's checkpoint: s3core.pipeline.trained_model_state
 EXPERTS_KEY = "expert_analysis_npz"   # and its expert analysis: ExpertAnalysis.to_bytes() as a uint8 tensor
@@ -215,11 +217,12 @@ class Executor(Protocol):
 
 def stage_cache_for(spec: TrialSpec, execution: dict | None):
     """The trial's s3core StageCache, from the execution settings (None when the grid runs without:
-    --no-stage-cache, or storage that is not a local/shared POSIX path)."""
+    --no-stage-cache), with the claims of the grid's broker that every node sees."""
     if not execution or not execution.get("stage_cache"):
         return None
     return StageCache(execution["stage_cache"], execution["data_digests"][spec.benchmark],
-                      producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")})
+                      producer={"trial_key": spec.key(), "trial": spec.short(), "parent_run": execution.get("scope", "")},
+                      claims=claims_of(execution.get("stage_claims", "")))
 
 
 def run_trial_body(spec: TrialSpec, bench, device: str, executor: Executor, execution: dict | None = None) -> None:

@@ -32,6 +32,8 @@ from orchestrator.plan import (GridError, GridStudy, OptunaStudy, Plan, check_re
                                plan_execution, reuse_actors, stage_cache_dir)
 from orchestrator.report import ReportError, build_report, log_report_to_parent
 from orchestrator.resources import ResourceError, discover_shape, pending_watchdog_callback
+from orchestrator.stage_claims import start_broker
+from orchestrator.storage import check_storage
 from orchestrator.tracking import (MlflowTrialLogger, find_parent, get_or_create_experiment, log_dataset,
                                    log_parent_summary, param_str, provenance_tags, trial_runs)
 
@@ -101,6 +103,7 @@ def _check_batches_fit(plan: Plan, data: dict) -> None:
 
 def run(plan: Plan) -> GridResult:
     """Carry out `plan`; returns per-benchmark outcomes (exit_code: 0, 1 some trials failed, 130)."""
+    check_storage(plan.resources.storage_path)  # a missing bucket or credentials: one line, before anything starts
     client = connect_mlflow(plan.tracking.uri)
     data = load_data(plan)
     _check_batches_fit(plan, data)
@@ -124,13 +127,11 @@ def run(plan: Plan) -> GridResult:
     fingerprints = {name: data_fingerprint(b) for name, b in data.items()}
     gid = plan.grid_id(fingerprints)
     execution = dataclasses.replace(execution, stage_cache=stage_cache_dir(req), data_digests=fingerprints)
-    if execution.stage_cache:
-        cache_note = execution.stage_cache
-    elif req.stage_cache:
-        cache_note = f"off (storage {req.storage_path} is not a POSIX path)"
-    else:
-        cache_note = "off"
-    print(f"stage cache: {cache_note}", flush=True)
+    broker = None                 # held until the grid returns: the actor lives as long as this driver needs it
+    if execution.stage_cache:     # claims every node sees: a named actor of this driver (orchestrator.stage_claims)
+        broker, address = start_broker()
+        execution = dataclasses.replace(execution, stage_claims=address)
+    print(f"stage cache: {execution.stage_cache or 'off'}", flush=True)
     print(f"resources: {execution.executor} executor on {execution.device}, {execution.max_concurrent} concurrent "
           f"trial(s), "
           f"{execution.workers_per_trial} worker(s) x "
@@ -151,6 +152,7 @@ def run(plan: Plan) -> GridResult:
         results.append(result)
         if result.exit_code == 130:
             break
+    del broker
     return GridResult(gid, results)
 
 

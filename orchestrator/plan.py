@@ -143,7 +143,8 @@ class Execution:
     scope: str = ""                # the MLflow parent run: scopes each trial's Ray Train run and checkpoints
     executor: str = "train"        # train | direct, as resolved from the request
     device: str = "cpu"            # what each trial computes on, as resolved from the request
-    stage_cache: str = ""          # the stage cache's directory ("" = off): s3core.stagecache
+    stage_cache: str = ""          # the stage cache's directory or URI ("" = off): s3core.stagecache
+    stage_claims: str = ""         # "namespace/name" of the grid's claim broker (orchestrator.stage_claims)
     data_digests: dict = dataclasses.field(default_factory=dict)   # benchmark -> data_fingerprint
 
     def as_dict(self) -> dict:
@@ -370,12 +371,24 @@ def plan_execution(request: ResourceRequest, cluster) -> Execution:
                      request.max_failures, executor=executor, device=device)
 
 
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """`root`/parts for a path or a URI (a URI's query, e.g. ?endpoint_override=..., stays last)."""
+    base, sep, query = root.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + (sep + query if sep else "")
+
+
 def stage_cache_dir(request: ResourceRequest) -> str:
     """Where the grid's stage results go: <storage>/stage-cache, shared by every trial and every
-    later grid on the same storage; "" (off) for --no-stage-cache or a storage URI (s3://...),
-    which the cache, a POSIX directory with O_EXCL locks, cannot use."""
-    if not request.stage_cache or "://" in request.storage_path:
+    later grid on the same storage (a path, or a URI such as s3://bucket/runs/stage-cache); "" (off)
+    for --no-stage-cache."""
+    if not request.stage_cache:
         return ""
+    if is_uri(request.storage_path):
+        return join_uri(request.storage_path, "stage-cache")
     return str(Path(request.storage_path).resolve() / "stage-cache")
 
 

@@ -1,6 +1,7 @@
 """One trial: a method's stages in order (s3core.methods), with resume, returning its history and curve."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -79,7 +80,8 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         stage_cache: a StageCache (s3core.stagecache): a stage whose result is stored there is
             loaded instead of trained (its epochs replayed to on_epoch), and a stage trained
             here is stored. What happened per stage lands in stage_cache.events. Off (None)
-            by default, and with more than one data-parallel worker.
+            by default. With several data-parallel workers rank 0 looks up, claims and stores
+            (with every rank's RNG streams); every rank follows its decision and loads.
     Returns:
         TrialResult with the history (including resumed epochs), the Stage 3 curve and, for a
         model with experts, the expert analysis at p = 1 and at the chosen p (s3core.expert_trial).
@@ -113,7 +115,7 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
     if done_stage is not None and done_stage not in names:
         raise DataError(f"checkpoint is from stage {done_stage!r}, which method {method!r} does not have; "
                         "delete the checkpoint or resume with the method that wrote it")
-    cache = _StageKeys(stage_cache, cfg, method_entry) if stage_cache is not None and rank_world()[1] == 1 else None
+    cache = _StageKeys(stage_cache, cfg, method_entry) if stage_cache is not None else None
     if stage_cache is not None:
         stage_cache.events = []
     skip_to = -1                   # stages up to this index come from the cache
@@ -138,7 +140,7 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
             cache.reuse(j, entry, model, history, record)
             skip_to = j
             continue
-        with stage_cache.claim(cache.keys[i][0]) as entry:
+        with cache.claim(i) as entry:
             if entry is not None:      # another trial trained it while this one waited
                 cache.reuse(i, entry, model, history, record)
                 continue
@@ -170,26 +172,62 @@ def stage_prefixes(method_entry) -> list[tuple[list[str], set[str], str | None]]
     return out
 
 
+def _rank0_says(value):
+    """Rank 0's `value` on every rank (the identity without a process group)."""
+    if rank_world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class _StageKeys:
     """run_trial's view of a StageCache: the key of each stage prefix of this method and config,
-    and how an entry is taken (weights, RNG streams, history replayed) or stored."""
+    and how an entry is taken (weights, RNG streams, history replayed) or stored. Under DDP rank 0
+    decides (looks up, claims, stores) and every rank follows it: the ranks must train or skip the
+    same stages, or their collectives would hang."""
 
     def __init__(self, cache: StageCache, cfg: S3Config, method_entry):
         self.cache, self.stages, self.cfg = cache, method_entry.stages, cfg
-        self.keys = [cache.key(cfg, names, drop, head) for names, drop, head in stage_prefixes(method_entry)]
+        self.rank, self.world = rank_world()
+        self.keys = [cache.key(cfg, names, drop, head, world=self.world)
+                     for names, drop, head in stage_prefixes(method_entry)]
 
     def deepest(self, first: int) -> tuple[int, dict | None]:
-        for j in range(len(self.stages) - 1, first - 1, -1):
-            entry = self.cache.load(self.keys[j][0])
-            if entry is not None:
-                return j, entry
-        return first, None
+        found, entry = None, None
+        if self.rank == 0:
+            for j in range(len(self.stages) - 1, first - 1, -1):
+                entry = self.cache.load(self.keys[j][0])
+                if entry is not None:
+                    found = j
+                    break
+        found = _rank0_says(found)
+        if found is None:
+            return first, None
+        if entry is None:          # a rank other than 0: load what rank 0 found
+            entry = self.cache.load(self.keys[found][0])
+        if entry is None:
+            raise DataError(f"stage cache entry {self.keys[found][0]}, which rank 0 found under {self.cache.root}, "
+                            f"is not there for rank {self.rank}: put the storage where every node sees it "
+                            "(s3://... or NFS)")
+        return found, entry
+
+    @contextlib.contextmanager
+    def claim(self, i: int):
+        """The stored entry of stage i, or None when this trial trains it (rank 0 holds the claim)."""
+        key = self.keys[i][0]
+        if self.rank != 0:
+            yield self.cache.load(key) if _rank0_says(None) else None
+            return
+        with self.cache.claim(key) as entry:
+            _rank0_says(entry is not None)
+            yield entry
 
     def reuse(self, j: int, entry: dict, model: nn.Module, history: list, record) -> None:
         """Take stage j's entry: its weights and RNG streams, and replay the epochs of the stages
         this trial has not run yet to `record` (a checkpoint then resumes after stage j)."""
         _unwrap(model).load_state_dict(entry["model"])
-        restore_rng(entry)
+        restore_rng(entry["ranks"][self.rank] if "ranks" in entry else entry)
         have = {(h["stage"], h["epoch"]) for h in history}
         last = self.stages[j]
         replay = [h for h in entry["history"] if (h["stage"], h["epoch"]) not in have]
@@ -206,7 +244,12 @@ class _StageKeys:
     def stored(self, i: int, model: nn.Module, history: list, seconds: float) -> None:
         key, ident = self.keys[i]
         state = {"model": _unwrap(model).state_dict(), "history": list(history), **rng_state()}
-        self.cache.store(key, state, ident)
+        if self.world > 1:      # each rank's own RNG streams: a rank's dropout masks continue from its own
+            ranks = [None] * self.world
+            torch.distributed.all_gather_object(ranks, rng_state())
+            state["ranks"] = ranks
+        if self.rank == 0:
+            self.cache.store(key, state, ident)
         self.cache.events.append({"stage": self.stages[i].name, "status": "trained", "key": key,
                                   "seconds": seconds})
 

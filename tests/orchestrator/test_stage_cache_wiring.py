@@ -34,7 +34,12 @@ def test_the_cache_lives_under_local_storage_and_the_flag_turns_it_off(tmp_path)
     on = make_plan(preset, Overrides(storage_path=str(tmp_path)))
     assert stage_cache_dir(on.resources) == str(tmp_path.resolve() / "stage-cache")
     assert stage_cache_dir(make_plan(preset, Overrides(storage_path=str(tmp_path), stage_cache=False)).resources) == ""
-    assert stage_cache_dir(make_plan(preset, Overrides(storage_path="s3://bucket/runs")).resources) == ""
+    # on a storage URI too (through pyarrow.fs), a query such as the endpoint staying last
+    assert stage_cache_dir(make_plan(preset, Overrides(storage_path="s3://bucket/runs")).resources) == \
+        "s3://bucket/runs/stage-cache"
+    assert stage_cache_dir(make_plan(preset, Overrides(
+        storage_path="s3://bucket/runs/?endpoint_override=http://127.0.0.1:9000")).resources) == \
+        "s3://bucket/runs/stage-cache?endpoint_override=http://127.0.0.1:9000"
 
 
 def test_the_trial_body_reuses_reports_and_tags_which_run_trained_the_stage(tmp_path):
@@ -63,3 +68,42 @@ def test_the_trial_body_reuses_reports_and_tags_which_run_trained_the_stage(tmp_
     third = FakeExecutor()
     run_trial_body(second_spec, bench, "cpu", third, None)
     assert third.final.stage_cache == []
+
+
+def test_the_claim_broker_hands_a_key_to_one_holder_and_takes_it_back_when_stale(tmp_path):
+    import concurrent.futures
+    import time
+
+    import torch
+
+    from orchestrator.stage_claims import ClaimBroker, RayClaims, claims_of
+    from s3core.stagecache import StageCache
+
+    broker = ClaimBroker(stale_after_s=0.2)
+    assert broker.acquire("k", "a", {}) and not broker.acquire("k", "b", {})
+    broker.release("k", "b")                      # not b's to release
+    assert not broker.acquire("k", "b", {})
+    time.sleep(0.3)                               # a stopped refreshing: stale, b takes it over
+    assert broker.acquire("k", "b", {})
+    broker.refresh("k", "a")                      # a's late heartbeat does not take it back
+    assert not broker.acquire("k", "a", {})
+    broker.release("k", "b")
+    assert broker.acquire("k", "a", {}) and broker.stats()["granted"] == 3
+
+    # the broker as the StageCache's claims (it is what RayClaims forwards to): three claimants, one trains
+    cache = StageCache(str(tmp_path), "d" * 64, code="c" * 32, poll_s=0.01, claims=ClaimBroker())
+
+    def claimant(_):
+        with cache.claim("k") as entry:
+            if entry is None:            # the one that trains: slow enough for the others to wait on it
+                time.sleep(0.3)
+                cache.store("k", {"model": {"w": torch.ones(2)}, "history": []}, {})
+            return "trained" if entry is None else "reused"
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert sorted(pool.map(claimant, range(3))) == ["reused", "reused", "trained"]
+    assert not list(tmp_path.glob("*.lock")), "with a broker, no lock files"
+    # a broker that cannot be reached (the driver is gone): the trial trains, it never waits
+    assert claims_of("") is None
+    gone = claims_of("some-namespace/s3-stage-claims-gone")
+    assert isinstance(gone, RayClaims) and gone.acquire("k", "h", {}) is True

@@ -29,3 +29,12 @@ def user_store(tmp_path_factory) -> Path:
     client.log_metric(run.info.run_id, "valid_acc", 0.75, step=100)
     client.set_terminated(run.info.run_id, "FINISHED")
     return db
+
+
+@pytest.fixture
+def s3api():
+    """moto's S3 server on a free port of 127.0.0.1 (s3api.S3Api), stopped afterwards."""
+    from s3api import S3Api
+    api = S3Api()
+    yield api
+    api.stop()

@@ -51,6 +51,7 @@ class Grid:
         self.storage = self.root / "s3_runs"
         self.report = self.root / "report"
         self.log = self.root / "driver.log"
+        self.env: dict = {}            # extra environment of the CLI (e.g. an S3 endpoint's)
 
     def argv(self, *extra: str) -> list[str]:
         return [RUN_GRID, "--num-cpus", "2", "--tracking-uri", self.uri, "--storage-path", str(self.storage),
@@ -59,7 +60,7 @@ class Grid:
                 *(() if "--executor" in extra else ("--executor", "train")), *extra]
 
     def run(self, *extra: str, timeout: float = 420) -> subprocess.CompletedProcess:
-        proc = run_cli(self.argv(*extra), self.root, timeout=timeout)
+        proc = run_cli(self.argv(*extra), self.root, timeout=timeout, **self.env)
         with open(self.log, "a") as f:
             f.write(f"$ run_grid {' '.join(extra)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}\n")
         return proc
@@ -70,7 +71,7 @@ class Grid:
         f.write(f"$ run_grid {' '.join(extra)} (background)\n")
         f.flush()
         return subprocess.Popen([PY, *self.argv(*extra)], cwd=str(self.root), stdout=f, stderr=subprocess.STDOUT,
-                                text=True, env=cli_env(), start_new_session=True)
+                                text=True, env=cli_env(**self.env), start_new_session=True)
 
     def client(self):
         from mlflow.tracking import MlflowClient
@@ -183,6 +184,21 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def reap(pids, wait_s: float = 60) -> dict[int, str]:
+    """Give the Ray processes a killed driver started `wait_s` to go, then SIGKILL those left
+    (ours: started by the test's driver). Returns {pid: cmdline} of those that outlived the wait."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(1)
+    orphans = {p: cmdline(p) for p in pids if alive(p)}
+    for p in orphans:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return orphans
 
 
 def cmdline(pid: int) -> str:

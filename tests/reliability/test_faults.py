@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from relhelp import (Grid, alive, cmdline, descendants, metric_steps, parent_runs, ray_processes_of, stop_process_group,
+from relhelp import (Grid, alive, descendants, metric_steps, parent_runs, ray_processes_of, reap, stop_process_group,
                      trial_runs, wait_for)
 
 from orchestrator import mlflow_layout as L
@@ -218,15 +218,7 @@ def test_driver_killed_then_resumed(grid_env: Grid, sig):
     finally:
         stop_process_group(proc)
     # the Ray processes this driver started do not outlive it for long
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(alive(p) for p in ray_pids):
-        time.sleep(1)
-    orphans = {p: cmdline(p) for p in ray_pids if alive(p)}
-    for p in orphans:  # ours: started by this test's driver
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    orphans = reap(ray_pids)
 
     before = {r.data.tags[L.TAG_TRIAL_KEY]: r for r in trial_runs(client)}
     done_before = {k: r for k, r in before.items() if r.info.status == "FINISHED"}

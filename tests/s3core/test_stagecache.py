@@ -166,9 +166,8 @@ def test_a_killed_writer_leaves_no_entry(data, bench, tmp_path, monkeypatch):
     cache = cache_at(tmp_path, bench)
     real_save = torch.save
 
-    def save_half_then_die(obj, path, *a, **kw):
-        with open(path, "wb") as f:
-            f.write(b"half a checkpoint")
+    def save_half_then_die(obj, f, *a, **kw):
+        f.write(b"half a checkpoint")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
