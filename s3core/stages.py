@@ -71,6 +71,18 @@ def _routing_means(outs) -> dict[str, torch.Tensor]:
     return stats
 
 
+def entropy_term(outs_list, w_local: float, w_global: float):
+    """w_local * H_local - w_global * H_global, each the mean over every layer and modality of the
+    given encoder outputs (S3Config.special_/select_ local/global_entropy); None when both are 0,
+    so the default loss is the same computation as before these weights."""
+    if not (w_local or w_global):
+        return None
+    layers = [e for outs in outs_list for o in outs.values() for e in o.intermediates["entropy"]]
+    local = torch.stack([loc for loc, _ in layers]).mean()
+    glob = torch.stack([g for _, g in layers]).mean()
+    return w_local * local - w_global * glob
+
+
 def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
     return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
 
@@ -92,6 +104,9 @@ def special_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen
     dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
     aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
     total = cfg.lambda_rep * rep + cfg.lambda_dsc * dsc + cfg.lambda_aux * aux
+    extra = entropy_term([out1, out2], cfg.special_local_entropy, cfg.special_global_entropy)
+    if extra is not None:
+        total = total + extra
     return total, {"rep": rep, "dsc": dsc, "aux": aux, **_routing_means(out1)}
 
 
@@ -105,6 +120,9 @@ def select_loss(model: S3Model, data: BenchmarkTensors, cfg: S3Config, idx, gen)
     suff = supcon_loss(z, labels, cfg.tau)
     mini = compactness_loss(z, labels, data.num_classes)
     total = cfg.lambda_suff * suff + cfg.lambda_min * mini
+    extra = entropy_term([outs], cfg.select_local_entropy, cfg.select_global_entropy)
+    if extra is not None:
+        total = total + extra
     return total, {"suff": suff, "min": mini, **_routing_means(outs)}
 
 
@@ -212,7 +230,8 @@ def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx
 # Stage 1 trains everything with L_special; Stage 2 only the routers W_g with L_select.
 SPECIALIZATION = Stage("special", special_loss, _every_param, "lr", "epochs_special")
 SELECTION = Stage("select", select_loss, is_router_param, "lr_select", "epochs_select",
-                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select"))
+                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select",
+                              "select_local_entropy", "select_global_entropy"))
 SUPERVISED = Stage("supervised", supervised_loss, _every_param, "lr", "epochs_special")
 
 
@@ -283,9 +302,10 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
     the linear probe (cfg.probe). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
     the probe's l2 and whether it converged, the kept fraction of the test split's routing
     pairs, the expert FLOPs per test sample computed (embed_splits), the seconds spent embedding
-    the three splits and, in the 'threshold' scope, the fitted thresholds."""
+    the three splits, in the 'threshold' scope the fitted thresholds and, when p = 1 is swept,
+    embed_cos_dist (s3core.diagnostics.embedding_shift against p = 1)."""
     keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
-    curve = []
+    curve, test_z = [], []
     for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):
         t0 = time.perf_counter()
         emb, extra = embed_splits(model, data, cfg, float(p))
@@ -297,6 +317,13 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
                       "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
                       "probe_converged": res.converged, "probe_iters": res.n_iter,
                       "kept_fraction": te[2], "embed_s": embed_s, **extra})
+        test_z.append(te[0])
+    if 1.0 in keep_ratios:   # how far pruning moved the test embeddings (s3core.diagnostics)
+        from s3core.diagnostics import embedding_shift
+
+        ref = test_z[keep_ratios.index(1.0)]
+        for row, z in zip(curve, test_z):
+            row["embed_cos_dist"] = embedding_shift(ref, z)
     return curve
 
 
