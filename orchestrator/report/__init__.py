@@ -35,6 +35,7 @@ import pandas as pd
 
 from orchestrator.mlflow_layout import REPORT_ARTIFACT_DIR
 from orchestrator.report import aggregate, evidence, plots
+from orchestrator.report import diagnostics as diag
 from orchestrator.report.cli import DEFAULT_OUT_DIR, main
 from orchestrator.report.document import BenchmarkSection, build_document
 from s3core.atomic import atomic_file
@@ -132,6 +133,7 @@ def _evidence(client, benchmark: str, name: str, trials, scores, points, configs
             images[f"experts_{name}_chi{chi}.png"] = png
             out["experts"].append(f"experts_{name}_chi{chi}.png")
     out["expert_rows"] = evidence.expert_metric_rows(benchmark, trials, configs, EXPERT_METRICS)
+    out.update(diag.section(client, trials, benchmark, name, images))
     bench_methods = set(configs.loc[configs["benchmark"] == benchmark, "method"])
     if benchmark.startswith("synthetic") and "raw_probe" not in bench_methods:
         out["reference_note"] = ("no raw-feature reference row: every synthetic report should show it; add "
@@ -168,6 +170,9 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
                           f"({', '.join(f'{v} {k.lower()}' for k, v in counts.items())})")
 
     notes = _notes(trials, counts, experiments)
+    flag = diag.note(trials[trials["status"] == FINISHED])
+    if flag:
+        notes.append(flag)
     scores = aggregate.per_trial_scores(trials, points)
     progress(f"report: aggregating {len(scores)} trials over seeds and configurations ...")
     configs = aggregate.aggregate_configs(scores, points)

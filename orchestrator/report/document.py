@@ -61,6 +61,8 @@ class BenchmarkSection:
     experts: list = field(default_factory=list)       # file names of the expert-usage heatmaps (one per chi)
     expert_rows: list = field(default_factory=list)   # evidence.expert_metric_rows
     reference_note: str | None = None                 # e.g. a synthetic report without the raw probe
+    diag_rows: list = field(default_factory=list)     # report.diagnostics.diagnostic_rows
+    entropy: str | None = None                        # file name of the entropy-over-Selection PNG
 
 
 def fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
@@ -175,6 +177,14 @@ def _evidence_blocks(section: BenchmarkSection) -> list:
         blocks += [Paragraph(EXPERT_NOTE),
                    Table(EXPERT_HEADER, tuple((r["key"], str(r["chi"]), _mean_cell(r.get("s3")),
                                                _mean_cell(r.get("s3_no_select"))) for r in section.expert_rows))]
+    if section.diag_rows or section.entropy:
+        from orchestrator.report import diagnostics as diag
+
+        blocks += [Heading("Can pruning act? (diagnostics)", 3), Paragraph(diag.NOTE)]
+        if section.diag_rows:
+            blocks.append(Table(diag.HEADER, tuple(diag.table_cells(r) for r in section.diag_rows)))
+        if section.entropy:
+            blocks.append(Image(section.entropy, "routing entropy over Selection's epochs"))
     return blocks
 
 
