@@ -1,6 +1,6 @@
 """One S3 trial on the localized variant (data seed 0, epochs 2 + 1, p in 1, 0.6, 0.2) printing its
 diagnostics per epoch, its summary and curve (docs/RESULTS.md, issue 20). python scripts/diagnose_localized.py"""
-import json, time
+import time
 from s3core.config import S3Config
 from s3core.data.synthetic import SyntheticConfig, make_synthetic
 from s3core.pipeline import run_trial
