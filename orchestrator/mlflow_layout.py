@@ -179,7 +179,8 @@ def read_summary(run) -> dict:
 
 def curve_csv(curve: list[dict]) -> str:
     buf = io.StringIO()
-    cols = list(CURVE_COLUMNS) + [c for c in CURVE_EXTRA_COLUMNS if curve and c in curve[0]]
+    # an extra column only when every row has it (a re-sweep without p = 1 has no embed_cos_dist)
+    cols = list(CURVE_COLUMNS) + [c for c in CURVE_EXTRA_COLUMNS if curve and all(c in r for r in curve)]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in curve:
