@@ -27,9 +27,12 @@ Layout
       (config.KEEP_RATIO_RESOLUTION), so every p survives exactly. At the same steps, the
       point's cost (CURVE_COST_METRICS, when the trial reports them): ``expert_flops``, the
       expert FLOPs per test sample its forwards computed (s3core.flops), and ``embed_s``, the
-      seconds spent embedding the three splits;
+      seconds spent embedding the three splits; and CURVE_DIAG_METRICS (``embed_cos_dist``, the
+      mean cosine distance of the test embeddings from p = 1: s3core.diagnostics);
     - the summary (SUMMARY_METRICS, step 0): p chosen on validation and the accuracies there,
       computed once by s3core (summary.summarize); the report reads it, never recomputes it;
+      beside it the final diagnostics ``diag/...`` (s3core.diagnostics; the report's "Can
+      pruning act?" table), and ``<stage>/diag/...`` per epoch;
     - the expert analysis (s3core.expert_trial, methods with more than one expert), step 0:
       ``experts/<key>`` for every key of ExpertAnalysis.to_metrics (DSC per layer, ...).
   artifacts: ``curve/curve.csv`` (columns CURVE_COLUMNS), ``curve/curve.png``, and for a method
@@ -75,8 +78,9 @@ KEEP_RATIO_METRIC = "keep_ratio"
 CURVE_METRICS = ("valid_acc", "test_acc", "valid_f1", "test_f1")
 CURVE_COLUMNS = (KEEP_RATIO_METRIC,) + CURVE_METRICS
 CURVE_COST_METRICS = ("expert_flops", "embed_s")    # logged at the curve steps when the trial reports them
-CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction") + CURVE_COST_METRICS   # in curve.csv when the trial reports them
-CURVE_LOGGED = CURVE_COLUMNS + CURVE_COST_METRICS   # what a curve point logs at its step
+CURVE_DIAG_METRICS = ("embed_cos_dist",)           # s3core.diagnostics: how far pruning moved z from p = 1
+CURVE_EXTRA_COLUMNS = ("l2", "kept_fraction") + CURVE_COST_METRICS + CURVE_DIAG_METRICS  # in curve.csv when reported
+CURVE_LOGGED = CURVE_COLUMNS + CURVE_COST_METRICS + CURVE_DIAG_METRICS   # what a curve point logs at its step
 CURVE_ARTIFACT_DIR = "curve"
 MODEL_ARTIFACT_DIR = "model"          # model/model.pt: s3core.pipeline.trained_model_state (torch.save)
 MODEL_FILE = "model.pt"
@@ -183,7 +187,8 @@ def read_summary(run) -> dict:
 
 def curve_csv(curve: list[dict]) -> str:
     buf = io.StringIO()
-    cols = list(CURVE_COLUMNS) + [c for c in CURVE_EXTRA_COLUMNS if curve and c in curve[0]]
+    # an extra column only when every row has it (a re-sweep without p = 1 has no embed_cos_dist)
+    cols = list(CURVE_COLUMNS) + [c for c in CURVE_EXTRA_COLUMNS if curve and all(c in r for r in curve)]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in curve:

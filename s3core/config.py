@@ -40,6 +40,9 @@ class MoEConfig:
     aux_balance: float = 1.0
     aux_local_entropy: float = 0.1
     aux_global_entropy: float = 0.1
+    # --- issue 20: silent choices of the paper (defaults keep the behaviour before them) ---
+    gate_renorm: bool = False         # True: each token's kept gates divided by their sum (top-k, then pruning)
+    router_init_std: float = 0.02     # std of W_g's normal init
 
     @property
     def num_experts(self) -> int:
@@ -124,6 +127,21 @@ class S3Config:
     probe: str = "tuned"            # tuned: standardised [z], L2 chosen on valid from probe_l2 |
                                     # factorcl: FactorCL's probe, LogisticRegression(C=1) on raw [z]
     probe_max_iter: int = 1000      # L-BFGS iterations; the curve records probe_converged per p
+    # --- the paper's silent choices as settings (issue 20; docs/METHOD_NOTES.md). Each default
+    # keeps the behaviour from before these fields, bit for bit (tests/s3core/test_silent_choices.py)
+    special_local_entropy: float = 0.0   # Stage 1: + w * H_local (mean over layers and modalities), a
+                                    # weight of its own beside lambda_aux * L_aux (whose entropy terms
+                                    # weigh lambda_aux * aux_local_entropy = 0.001 by default)
+    special_global_entropy: float = 0.0  # Stage 1: - w * H_global
+    select_local_entropy: float = 0.0    # Stage 2: + w * H_local (Stage 2 has no L_aux of its own)
+    select_global_entropy: float = 0.0   # Stage 2: - w * H_global
+    gate_renorm: bool = MoEConfig.gate_renorm   # renormalise each token's kept gates to sum 1
+    pooling: str = "mean"           # mean: over real steps | gate_mass: each step weighted by its kept
+                                    # gate mass in the last MoE layer | last: the last real step
+    norm_placement: str = "pre"     # pre: pre-LN blocks | post: post-LN (MultiBench's Transformer)
+    router_init_std: float = MoEConfig.router_init_std
+    diagnostics: bool = True        # s3core.diagnostics after every training epoch (history keys diag/...)
+                                    # and at the end (summary: diag/..., headroom where data mark events)
 
     def moe(self) -> MoEConfig:
         return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
@@ -183,6 +201,7 @@ class S3Config:
         if not self.probe_l2 or any(c < 0 for c in self.probe_l2):
             raise ConfigError(f"probe_l2 must be a non-empty list of numbers >= 0, got {self.probe_l2!r}")
         check_device(self.device)
+        _check_silent_choices(self)
         return self
 
 
@@ -229,6 +248,25 @@ def typed_changes(changes: dict) -> dict:
 @functools.cache
 def _field_types() -> dict:
     return typing.get_type_hints(S3Config)
+
+
+POOLINGS = ("mean", "gate_mass", "last")
+NORM_PLACEMENTS = ("pre", "post")
+
+
+def _check_silent_choices(cfg: "S3Config") -> None:
+    """validate()'s checks of the issue-20 fields."""
+    for name in ("special_local_entropy", "special_global_entropy", "select_local_entropy",
+                 "select_global_entropy", "router_init_std"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+    if cfg.pooling not in POOLINGS:
+        raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {cfg.pooling!r}")
+    if cfg.norm_placement not in NORM_PLACEMENTS:
+        raise ConfigError(f"norm_placement must be one of {', '.join(NORM_PLACEMENTS)}, got {cfg.norm_placement!r}")
+    if not isinstance(cfg.gate_renorm, bool):
+        raise ConfigError(f"gate_renorm must be true or false, got {cfg.gate_renorm!r}")
 
 
 def check_keep_ratio(p: float) -> float:

@@ -1,7 +1,9 @@
 """Per-modality MoE Transformer encoders and the multimodal model that holds them.
 
 Encoder (S3_METHOD.md): linear input projection -> L pre-LN Transformer blocks whose FFN is a
-fine-grained MoE -> masked mean pooling -> projection head -> z_m on the unit sphere.
+fine-grained MoE -> masked mean pooling -> projection head -> z_m on the unit sphere. Where the
+paper is silent, S3Config.norm_placement (pre / post-LN) and .pooling (mean / gate_mass / last)
+choose; the defaults are the above.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ class EncoderOutput(NamedTuple):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, moe_cfg: MoEConfig, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, moe_cfg: MoEConfig, dropout: float, post_ln: bool = False):
         super().__init__()
         self.n_heads = n_heads
+        self.post_ln = post_ln          # S3Config.norm_placement == 'post': x = LN(x + sublayer(x))
         self.ln1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.attn_out = nn.Linear(d_model, d_model)
@@ -35,11 +38,15 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, keep_ratio: float):
         B, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=2)
+        q, k, v = self.qkv(x if self.post_ln else self.ln1(x)).split(D, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
         attn_mask = mask[:, None, None, :]                               # (B, 1, 1, T) keys
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, T, d)
         x = x + self.dropout(self.attn_out(a.transpose(1, 2).reshape(B, T, D)))
+        if self.post_ln:
+            x = self.ln1(x)
+            moe = self.ffn(x, token_mask=mask, keep_ratio=keep_ratio)
+            return self.ln2(x + self.dropout(moe.output)), moe
         moe = self.ffn(self.ln2(x), token_mask=mask, keep_ratio=keep_ratio)
         return x + self.dropout(moe.output), moe
 
@@ -59,8 +66,10 @@ class ModalityEncoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(max_len, cfg.d_model))
         nn.init.normal_(self.pos, std=0.02)
         moe_cfg = cfg.moe()
-        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, moe_cfg, cfg.dropout)
-                                    for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, moe_cfg, cfg.dropout,
+                                          post_ln=cfg.norm_placement == "post") for _ in range(cfg.n_layers))
+        self.pooling = cfg.pooling
+        self.blocks[-1].ffn.want_gate_mass = cfg.pooling == "gate_mass"
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
                                   nn.Linear(cfg.d_model, cfg.proj_dim))
@@ -79,21 +88,37 @@ class ModalityEncoder(nn.Module):
             mask[empty, 0] = True
         h = self.input_proj(x) + self.pos[:T]                            # (B, T, d_model)
         aux_total = h.new_zeros((), dtype=torch.float32)
+        entropy = []                    # per layer (H_local, H_global), with their graphs
         layer_stats = {"load_balance": [], "local_entropy": [], "global_entropy": [],
                        "expert_load": [], "kept_fraction": []}
         for block in self.blocks:
             h, moe = block(h, mask, keep_ratio)
             aux_total = aux_total + moe.aux_loss
+            entropy.append((moe.aux_parts["local_entropy"], moe.aux_parts["global_entropy"]))
             for name, value in moe.aux_parts.items():
                 layer_stats[name].append(value.detach())
             layer_stats["expert_load"].append(moe.expert_load)
             layer_stats["kept_fraction"].append(moe.kept_fraction)
         h = self.ln_f(h)
-        m = mask.unsqueeze(2).to(h.dtype)                                # (B, T, 1)
-        pooled = (h * m).sum(1) / m.sum(1)                               # (B, d_model)
+        pooled = pool(h, mask, self.pooling, moe.gate_mass)             # (B, d_model)
         z = F.normalize(self.head(pooled).float(), dim=-1)               # (B, proj_dim)
         aux = aux_total / len(self.blocks)
-        return EncoderOutput(z, aux, {"pooled": pooled, "routing": layer_stats})
+        return EncoderOutput(z, aux, {"pooled": pooled, "routing": layer_stats, "entropy": entropy})
+
+
+def pool(h: Tensor, mask: Tensor, pooling: str = "mean", gate_mass: Tensor | None = None) -> Tensor:
+    """(B, T, D) tokens -> (B, D) under S3Config.pooling: 'mean' over the real steps; 'gate_mass':
+    each real step weighted by its kept gate mass (a token whose pairs were all pruned weighs 0;
+    a sample with no kept pair pools to 0); 'last': the last real step."""
+    if pooling == "last":
+        T = mask.shape[1]
+        last = T - 1 - mask.flip(1).to(torch.int8).argmax(1)                                # (B,)
+        return h[torch.arange(h.shape[0], device=h.device), last]
+    m = mask.unsqueeze(2).to(h.dtype)                                    # (B, T, 1)
+    if pooling == "gate_mass":
+        w = m * gate_mass.unsqueeze(2).to(h.dtype)
+        return (h * w).sum(1) / w.sum(1).clamp_min(1e-9)
+    return (h * m).sum(1) / m.sum(1)
 
 
 class S3Model(nn.Module):
@@ -124,4 +149,4 @@ def set_trainable(model: nn.Module, predicate) -> list[str]:
     return names
 
 
-__all__ = ["EncoderOutput", "ModalityEncoder", "S3Model", "is_router_param", "set_trainable", "DenseFFN"]
+__all__ = ["EncoderOutput", "ModalityEncoder", "S3Model", "is_router_param", "set_trainable", "DenseFFN", "pool"]

@@ -2,7 +2,9 @@
 
 Router g(x) = TOP_k(softmax(W_g x)); MoE(x) = sum_i g(x)_i e_i(x)  (S3_METHOD.md). The top-k
 gates are not renormalised: the paper writes TOP_k of the softmax, and with chi = rho = k = 1
-that is exactly a dense FFN (the single gate is 1).
+that is exactly a dense FFN (the single gate is 1). `MoEConfig.gate_renorm` (off by default)
+divides each token's kept gates by their sum, after top-k and after Stage 3's pruning; pruning
+still ranks the raw gates.
 
 Dispatch (MoEConfig.dispatch): the chosen (token, expert) pairs are sorted by expert, then
 - "fused": one autograd Function with a hand-written backward runs expert by expert: gather that
@@ -42,6 +44,8 @@ class MoEOutput(NamedTuple):
     aux_parts: dict[str, Tensor]   # raw scalars: load_balance, local_entropy, global_entropy
     expert_load: Tensor            # (E,) fraction of chosen pairs sent to each expert (pre-pruning)
     kept_fraction: Tensor          # scalar: pairs computed / pairs chosen (= p up to rounding)
+    gate_mass: Tensor | None = None  # (B, T) each token's kept gates summed (before gate_renorm),
+                                   # only when `want_gate_mass` is set (the gate_mass pooling)
 
 
 ROW_BLOCK = 64  # rows per product on the row-stable path
@@ -224,6 +228,7 @@ class MoEFFN(nn.Module):
         self.row_stable: bool = False
         # data parallel training (s3core/distributed.py): sums the routing statistics over workers
         self.stat_reducer = None
+        self.want_gate_mass: bool = False   # return MoEOutput.gate_mass (set by the encoder)
 
     def reset_parameters(self) -> None:
         # nn.Linear's default init, per expert
@@ -232,7 +237,7 @@ class MoEFFN(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
-        nn.init.normal_(self.router.weight, std=0.02)
+        nn.init.normal_(self.router.weight, std=self.cfg.router_init_std)
 
     def forward(self, x: Tensor, token_mask: Tensor | None = None, keep_ratio: float = 1.0) -> MoEOutput:
         """
@@ -293,6 +298,14 @@ class MoEFFN(nn.Module):
             pair_gate, pair_expert, pair_token, pair_slot = (pair_gate[keep], pair_expert[keep], pair_token[keep],
                                                              pair_slot[keep])
         kept_fraction = torch.tensor(pair_gate.shape[0] / max(num_pairs, 1))
+        gate_mass = None
+        if self.want_gate_mass or cfg.gate_renorm:
+            mass = pair_gate.new_zeros(N).index_add(0, pair_token, pair_gate)          # (N,)
+            if self.want_gate_mass:
+                gate_mass = (mass if token_idx is None else
+                             mass.new_zeros(B * T).index_copy(0, token_idx, mass)).reshape(B, T)
+            if cfg.gate_renorm:
+                pair_gate = pair_gate / mass.clamp_min(1e-9)[pair_token]
 
         if row_stable:
             expert_out = self._dispatch_row_stable(tokens, pair_gate, pair_expert, pair_token, pair_slot)
@@ -302,7 +315,7 @@ class MoEFFN(nn.Module):
             out = flat.new_zeros(B * T, D).index_copy(0, token_idx, expert_out)
         else:
             out = expert_out
-        return MoEOutput(out.reshape(B, T, D), aux_loss, aux_parts, expert_load, kept_fraction)
+        return MoEOutput(out.reshape(B, T, D), aux_loss, aux_parts, expert_load, kept_fraction, gate_mass)
 
     def _aux_parts(self, router_probs: Tensor, expert_idx: Tensor, N: int):
         """L_aux's parts from batch sums (expert counts, router probabilities, per-token entropies,

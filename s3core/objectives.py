@@ -21,6 +21,18 @@ def _routing_means(outs) -> dict[str, torch.Tensor]:
     return stats
 
 
+def entropy_term(outs_list, w_local: float, w_global: float):
+    """w_local * H_local - w_global * H_global, each the mean over every layer and modality of the
+    given encoder outputs (S3Config.special_/select_ local/global_entropy); None when both are 0,
+    so the default loss is the same computation as before these weights."""
+    if not (w_local or w_global):
+        return None
+    layers = [e for outs in outs_list for o in outs.values() for e in o.intermediates["entropy"]]
+    local = torch.stack([loc for loc, _ in layers]).mean()
+    glob = torch.stack([g for _, g in layers]).mean()
+    return w_local * local - w_global * glob
+
+
 def _share(inputs: dict[str, tuple], rows: slice) -> dict[str, tuple]:
     return {m: (x[rows], mask[rows]) for m, (x, mask) in inputs.items()}
 
@@ -42,6 +54,9 @@ def special_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, g
     dsc = 0.5 * (cross_modal_info_nce(z1, cfg.tau) + cross_modal_info_nce(z2, cfg.tau))
     aux = torch.stack([o.aux_loss for o in out1.values()] + [o.aux_loss for o in out2.values()]).mean()
     total = cfg.lambda_rep * rep + cfg.lambda_dsc * dsc + cfg.lambda_aux * aux
+    extra = entropy_term([out1, out2], cfg.special_local_entropy, cfg.special_global_entropy)
+    if extra is not None:
+        total = total + extra
     return total, {"rep": rep, "dsc": dsc, "aux": aux, **_routing_means(out1)}
 
 
@@ -55,6 +70,9 @@ def select_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, ge
     suff = supcon_loss(z, labels, cfg.tau)
     mini = compactness_loss(z, labels, data.num_classes)
     total = cfg.lambda_suff * suff + cfg.lambda_min * mini
+    extra = entropy_term([outs], cfg.select_local_entropy, cfg.select_global_entropy)
+    if extra is not None:
+        total = total + extra
     return total, {"suff": suff, "min": mini, **_routing_means(outs)}
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from s3core.analysis import ExpertAnalysis
 from s3core.config import ConfigError, S3Config
 from s3core.data.base import Benchmark, DataError
+from s3core.diagnostics import diagnostics_batch, masking_headroom, routing_diagnostics
 from s3core.distributed import rank_world
 from s3core.encoder import S3Model
 from s3core.expert_trial import trial_expert_analysis
@@ -104,7 +105,11 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
         _unwrap(model).load_state_dict(resume["model"])
         restore_rng(resume)
 
+    diag_batch = diagnostics_batch(data, meta) if cfg.diagnostics else None
+
     def record(ev: EpochEnd) -> None:
+        if diag_batch is not None and ev.checkpoint_at is None:    # a replayed epoch has them already
+            ev.metrics.update(routing_diagnostics(ev.model, *diag_batch))
         history.append({"stage": ev.stage, "epoch": ev.epoch, **ev.metrics})
         ev.history = history
         if on_epoch is not None:
@@ -150,6 +155,10 @@ def run_trial(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str = "
             cache.stored(i, model, history, time.perf_counter() - t_stage)
     curve = sparsify(_unwrap(model), data, cfg, progress=progress)
     summary = summarize(curve)
+    if diag_batch is not None:
+        summary.update(routing_diagnostics(model, *diag_batch))
+        if "test_acc_no_prune" in summary:
+            summary.update(masking_headroom(model, data, cfg, meta, summary["test_acc_no_prune"]))
     experts = trial_expert_analysis(_unwrap(model), data, cfg, summary["best_keep_ratio"], meta)
     return TrialResult(method, cfg.to_dict(), history, curve, summary, time.perf_counter() - t0,
                        _unwrap(model), experts)

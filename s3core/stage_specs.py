@@ -60,7 +60,8 @@ def _objective(name: str) -> Callable:
 # Stage 1 trains everything with L_special; Stage 2 only the routers W_g with L_select.
 SPECIALIZATION = Stage("special", _objective("special_loss"), every_param, "lr", "epochs_special")
 SELECTION = Stage("select", _objective("select_loss"), is_router_param, "lr_select", "epochs_select",
-                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select"))
+                  own_fields=("lambda_suff", "lambda_min", "lr_select", "epochs_select",
+                              "select_local_entropy", "select_global_entropy"))
 SUPERVISED = Stage("supervised", _objective("supervised_loss"), every_param, "lr", "epochs_special")
 
 __all__ = ["Stage", "SPECIALIZATION", "SELECTION", "SUPERVISED", "every_param", "is_router_param"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -185,15 +186,21 @@ def embed_splits(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_rat
     return out, extra
 
 
+def embedding_shift(reference: torch.Tensor, z: torch.Tensor) -> float:
+    """Mean over rows of 1 - cos(z, reference): how far pruning moved the embedding."""
+    return float((1 - F.cosine_similarity(z.float(), reference.float(), dim=1)).mean())
+
+
 def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=None,
              progress: bool = True) -> list[dict]:
     """Stage 3: for each keep-ratio p, embed every split with pruning p (embed_splits) and fit
     the linear probe (cfg.probe). Returns one row per p: keep_ratio, valid/test acc and macro-F1,
     the probe's l2 and whether it converged, the kept fraction of the test split's routing
     pairs, the expert FLOPs per test sample computed (embed_splits), the seconds spent embedding
-    the three splits and, in the 'threshold' scope, the fitted thresholds."""
+    the three splits, in the 'threshold' scope the fitted thresholds and, when p = 1 is swept,
+    embed_cos_dist (embedding_shift against p = 1)."""
     keep_ratios = cfg.keep_ratios if keep_ratios is None else tuple(keep_ratios)
-    curve = []
+    curve, test_z = [], []
     for p in tqdm(keep_ratios, desc="sparsify", disable=not progress, leave=False, unit="p"):
         t0 = time.perf_counter()
         emb, extra = embed_splits(model, data, cfg, float(p))
@@ -205,4 +212,9 @@ def sparsify(model: S3Model, data: BenchmarkTensors, cfg: S3Config, keep_ratios=
                       "valid_f1": res.valid_f1, "test_f1": res.test_f1, "l2": res.l2,
                       "probe_converged": res.converged, "probe_iters": res.n_iter,
                       "kept_fraction": te[2], "embed_s": embed_s, **extra})
+        test_z.append(te[0])
+    if 1.0 in keep_ratios:   # how far pruning moved the test embeddings (s3core.diagnostics)
+        ref = test_z[keep_ratios.index(1.0)]
+        for row, z in zip(curve, test_z):
+            row["embed_cos_dist"] = embedding_shift(ref, z)
     return curve

@@ -19,7 +19,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-PRESETS = ("smoke", "default", "paper", "search", "evidence", "evidence_s3")
+PRESETS = ("smoke", "default", "paper", "search", "evidence", "evidence_s3", "fair_chance")
 
 
 class PresetError(ValueError):

@@ -36,6 +36,7 @@ import pandas as pd
 
 from orchestrator.mlflow_layout import REPORT_ARTIFACT_DIR
 from orchestrator.report import aggregate, evidence, plots
+from orchestrator.report import diagnostics as diag
 from orchestrator.report.document import BenchmarkSection, build_document
 from s3core.atomic import atomic_file
 
@@ -138,6 +139,7 @@ def _evidence(client, benchmark: str, name: str, trials, scores, points, configs
             images[f"experts_{name}_chi{chi}.png"] = png
             out["experts"].append(f"experts_{name}_chi{chi}.png")
     out["expert_rows"] = evidence.expert_metric_rows(benchmark, trials, configs, EXPERT_METRICS)
+    out.update(diag.section(client, trials, benchmark, name, images))
     bench_methods = set(configs.loc[configs["benchmark"] == benchmark, "method"])
     references = methods_with_role("reference")
     if benchmark.startswith("synthetic") and references and not bench_methods & set(references):
@@ -175,6 +177,9 @@ def build_report(client, experiment_names: Sequence[str] | None = None,
                           f"({', '.join(f'{v} {k.lower()}' for k, v in counts.items())})")
 
     notes = _notes(trials, counts, experiments)
+    flag = diag.note(trials[trials["status"] == FINISHED])
+    if flag:
+        notes.append(flag)
     scores = aggregate.per_trial_scores(trials, points)
     progress(f"report: aggregating {len(scores)} trials over seeds and configurations ...")
     configs = aggregate.aggregate_configs(scores, points)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from s3core.methods import methods_with_role, primary_method
 
+from orchestrator.report import diagnostics as diag
 from orchestrator.report.render import Bullets, Code, Document, Heading, Image, Paragraph, Table
 
 # Where orchestrator.paper_numbers' figures come from (its module docstring says the same).
@@ -63,6 +64,8 @@ class BenchmarkSection:
     experts: list = field(default_factory=list)       # file names of the expert-usage heatmaps (one per chi)
     expert_rows: list = field(default_factory=list)   # evidence.expert_metric_rows
     reference_note: str | None = None                 # e.g. a synthetic report without the raw probe
+    diag_rows: list = field(default_factory=list)     # report.diagnostics.diagnostic_rows
+    entropy: str | None = None                        # file name of the entropy-over-Selection PNG
 
 
 def fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
@@ -179,6 +182,12 @@ def _evidence_blocks(section: BenchmarkSection) -> list:
         blocks += [Paragraph(EXPERT_NOTE),
                    Table(EXPERT_HEADER, tuple((r["key"], str(r["chi"]), _mean_cell(r.get(primary)),
                                                _mean_cell(r.get(ablation))) for r in section.expert_rows))]
+    if section.diag_rows or section.entropy:
+        blocks += [Heading("Can pruning act? (diagnostics)", 3), Paragraph(diag.NOTE)]
+        if section.diag_rows:
+            blocks.append(Table(diag.HEADER, tuple(diag.table_cells(r) for r in section.diag_rows)))
+        if section.entropy:
+            blocks.append(Image(section.entropy, "routing entropy over Selection's epochs"))
     return blocks
 
 

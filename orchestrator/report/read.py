@@ -177,7 +177,8 @@ def load_trials(client, experiments: list, parent_run_id: str | None = None,
     Returns:
         (trials, points). trials: one row per trial run, any status, with has_curve,
         has_summary, the summary columns (layout.SUMMARY_METRICS, NaN where not logged) and
-        experts: the run's expert-analysis metrics {key without 'experts/': value} ({} if none).
+        experts: the run's expert-analysis metrics {key without 'experts/': value} ({} if none);
+        diag: its diagnostics' summary metrics {'diag/...': value} ({} if none).
         points: one row per FINISHED trial with a curve x keep-ratio, the trial's columns
         repeated on each row.
     """
@@ -199,9 +200,11 @@ def load_trials(client, experiments: list, parent_run_id: str | None = None,
             point_frames.append(curve.assign(**info))
         experts = {k[len(layout.EXPERTS_PREFIX):]: v for k, v in run.data.metrics.items()
                    if k.startswith(layout.EXPERTS_PREFIX)} if info["status"] == FINISHED else {}
+        diag = {k: v for k, v in run.data.metrics.items()          # s3core.diagnostics' summary keys
+                if k.startswith("diag/")} if info["status"] == FINISHED else {}
         trial_rows.append({**info, "has_curve": has_curve, "has_summary": "best_keep_ratio" in summary,
                            **{key: summary.get(key, np.nan) for key in layout.SUMMARY_METRICS},
-                           "experts": experts})
+                           "experts": experts, "diag": diag})
         if index % PROGRESS_EVERY == 0 and index < len(runs):
             progress(f"report: read {index}/{len(runs)} runs ...")
     trials = pd.DataFrame(trial_rows)

@@ -57,16 +57,17 @@ the best linear classifier of f itself, sign(w . f), agrees with y on 81.4% of 1
 ((np.cos(t) * a + np.sin(t) * b * c > 0) == (a > 0)).mean()`); a probe of the raw features, which
 also carry nuisance and noise, scores 68-82% (docs/RESULTS.md, "Synthetic variants").
 
-| field (None = the variant's value) | base | clean | nuisance | localized |
-|---|---|---|---|---|
-| n_train / n_valid / n_test | 2000/500/500 | 2000/500/500 | 2000/500/500 | 2000/500/500 |
-| seq_len, dims | 8, (16, 24) | 50, (35, 300) | 50, (35, 300) | 50, (35, 300) |
-| shared_dim, unique_dim | 4, 4 | 4, 4 | 4, 4 | 4, 4 |
-| noise | 0.1 | 0.3 | 0.3 | 0.3 |
-| label, label_nonlinearity | shared, 0 | mixed, 0.5 | mixed, 0.5 | mixed, 0.5 |
-| nuisance_shared_dim, nuisance_unique_dim | 0, 0 | 0, 0 | 4, 4 | 4, 4 |
-| nuisance_scale | 0 | 0 | 2.0 | 2.0 |
-| event_steps | 0 (all) | 0 (all) | 0 (all) | 10 of 50 |
+| field (None = the variant's value) | base | clean | nuisance | localized | entangled |
+|---|---|---|---|---|---|
+| n_train / n_valid / n_test | 2000/500/500 | 2000/500/500 | 2000/500/500 | 2000/500/500 | 2000/500/500 |
+| seq_len, dims | 8, (16, 24) | 50, (35, 300) | 50, (35, 300) | 50, (35, 300) | 50, (35, 300) |
+| shared_dim, unique_dim | 4, 4 | 4, 4 | 4, 4 | 4, 4 | 4, 4 |
+| noise | 0.1 | 0.3 | 0.3 | 0.3 | 0.3 |
+| label, label_nonlinearity | shared, 0 | mixed, 0.5 | mixed, 0.5 | mixed, 0.5 | mixed, 0.5 |
+| nuisance_shared_dim, nuisance_unique_dim | 0, 0 | 0, 0 | 4, 4 | 4, 4 | 0, 0 |
+| nuisance_scale | 0 | 0 | 2.0 | 2.0 | 0 |
+| event_steps | 0 (all) | 0 (all) | 0 (all) | 10 of 50 | 10 of 50 |
+| distractor_scale | 0 | 0 | 0 | 0 | 1.0 |
 
 Why these values: nuisance_scale 2 gives each nuisance-carrying step 4x the variance of the
 relevant content (tanh's output std is 0.628 for a unit-variance input: `np.tanh(np.random.
@@ -74,6 +75,18 @@ default_rng(0).standard_normal(10**6)).std()`), the "high
 variance" that makes InfoMax objectives keep it; noise 0.3 is about half that std; a 10-step
 event leaves 80% of the tokens task-irrelevant; label_nonlinearity 0.5 weighs the linear and the
 product part equally.
+
+Variant 'entangled' (issue 20), added after the evidence study found 'localized' gives pruning
+little to gain: its nuisance lives in its own random map B_m, which a linear probe of the raw
+features projects away (the raw probe scores about the same on 'clean' and 'nuisance'). Here the
+40 steps outside the event carry *relevant-looking* content instead:
+    x_m[t] = e[t] * r_m + distractor_scale * b[t] * tanh(A_m [D_s,t; D_m,t]) + noise * eps_t
+with D_s,t ~ N(0, I_shared_dim) shared by the modalities and D_m,t ~ N(0, I_unique_dim), fresh at
+every step (time-varying) and independent of the label: the same map A_m as the relevant content,
+so the distractors span the same feature subspace and no projection removes them. What tells the
+event apart: its 10 steps repeat one vector (r_m), the distractor steps change at every step.
+Removing the distractor steps from the input (the input-masking headroom, s3core.diagnostics) is
+what pruning could gain; docs/RESULTS.md ("A variant with real headroom") measures it.
 
 What the mechanism predicts (written before running the study; the study reports whatever comes):
 - clean: nothing task-irrelevant to prune, so no rise at intermediate p (a control).
@@ -104,7 +117,7 @@ LABEL_CHOICES = ("shared", "unique", "mixed")
 # The variants' values for every field left at None (the table in the module docstring).
 _BASE = dict(n_train=2000, n_valid=500, n_test=500, seq_len=8, dims=(16, 24), shared_dim=4, unique_dim=4,
              noise=0.1, label="shared", pad_fraction=0.0, nuisance_shared_dim=0, nuisance_unique_dim=0,
-             nuisance_scale=0.0, event_steps=0, label_nonlinearity=0.0)
+             nuisance_scale=0.0, event_steps=0, label_nonlinearity=0.0, distractor_scale=0.0)
 _MULTIBENCH_SIZED = dict(_BASE, seq_len=50, dims=(35, 300), noise=0.3, label="mixed", label_nonlinearity=0.5)
 VARIANTS: dict[str, dict] = {
     "base": _BASE,
@@ -112,6 +125,8 @@ VARIANTS: dict[str, dict] = {
     "nuisance": dict(_MULTIBENCH_SIZED, nuisance_shared_dim=4, nuisance_unique_dim=4, nuisance_scale=2.0),
     "localized": dict(_MULTIBENCH_SIZED, nuisance_shared_dim=4, nuisance_unique_dim=4, nuisance_scale=2.0,
                       event_steps=10),
+    # issue 20: the irrelevant steps carry relevant-looking content (docstring, 'entangled')
+    "entangled": dict(_MULTIBENCH_SIZED, event_steps=10, distractor_scale=1.0),
 }
 
 
@@ -140,6 +155,8 @@ class SyntheticConfig:
     nuisance_scale: float | None = None  # amplitude of the nuisance content relative to the relevant
     event_steps: int | None = None  # 0: relevant content at every step; L: only in an L-step window
     label_nonlinearity: float | None = None  # 0: y linear in f; 1: y = sign of a product (XOR-like)
+    distractor_scale: float | None = None  # amplitude of the in-subspace distractors on the steps
+                                           # outside the event ('entangled': 1; others: 0, none)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -164,13 +181,15 @@ def _check(cfg: SyntheticConfig) -> None:
     if not 0.0 <= cfg.pad_fraction <= 1.0 or cfg.noise < 0:
         raise DataError("synthetic: pad_fraction must lie in [0, 1] and noise must be >= 0")
     new_fields = ("nuisance_shared_dim", "nuisance_unique_dim", "nuisance_scale", "event_steps",
-                  "label_nonlinearity")
+                  "label_nonlinearity", "distractor_scale")
     if cfg.variant == "base":
         set_ = [f for f in new_fields if getattr(cfg, f) != _BASE[f]]
         if set_:
             raise DataError(f"synthetic: {set_} apply to the variants, not to 'base'; pick one, e.g. "
                             "variant='nuisance'")
         return
+    if cfg.distractor_scale < 0:
+        raise DataError(f"synthetic: distractor_scale={cfg.distractor_scale} must be >= 0")
     if cfg.nuisance_shared_dim < 0 or cfg.nuisance_unique_dim < 0 or cfg.nuisance_scale < 0:
         raise DataError("synthetic: nuisance_shared_dim, nuisance_unique_dim and nuisance_scale must be >= 0")
     if not 0 <= cfg.event_steps <= cfg.seq_len:
@@ -295,6 +314,10 @@ def _make_variant(cfg: SyntheticConfig) -> Benchmark:
             background = real & ~event
         else:
             event = background = real
+        distract = None
+        if cfg.distractor_scale > 0:  # fresh relevant-like factors at every step (drawn only here)
+            d_shared = rng.standard_normal((n, T, cfg.shared_dim))
+            distract = {m: np.concatenate([d_shared, rng.standard_normal((n, T, cfg.unique_dim))], 2) for m in names}
         features, masks = {}, {}
         for m in names:
             relevant = np.tanh(np.concatenate([z_shared, z_unique[m]], 1) @ relevant_map[m])  # (N, D)
@@ -303,6 +326,9 @@ def _make_variant(cfg: SyntheticConfig) -> Benchmark:
             if k_nui > 0 and cfg.nuisance_scale > 0:
                 nuisance = np.tanh(np.concatenate([n_shared, n_unique[m]], 1) @ nuisance_map[m])
                 x += background[:, :, None] * (cfg.nuisance_scale * nuisance[:, None, :]).astype(np.float32)
+            if distract is not None:
+                fake = np.tanh(distract[m] @ relevant_map[m]).astype(np.float32)            # (N, T, D)
+                x += background[:, :, None] * (cfg.distractor_scale * fake)
             x[~real] = 0.0  # left padding, like MultiBench
             features[m] = x
             masks[m] = mask_from_padding(x)

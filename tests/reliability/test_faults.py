@@ -330,9 +330,10 @@ def test_concurrent_trials_lose_no_metric(grid_env: Grid):
         n_curve = 10 if run.data.tags[L.TAG_METHOD] == "s3" else 1
         assert len(done.curve) == n_curve
         # per curve point: its accuracies and keep ratio, and its cost (the frontier) where reported
-        curve_points = sum(1 for row in done.curve for k in L.CURVE_COLUMNS + L.CURVE_COST_METRICS if k in row)
+        curve_points = sum(1 for row in done.curve for k in L.CURVE_LOGGED if k in row)
         assert curve_points >= n_curve * len(L.CURVE_COLUMNS)
-        expected = expected_epoch_points + curve_points + len(L.SUMMARY_METRICS) + len(done.experts)
+        assert set(L.SUMMARY_METRICS) <= set(done.summary)     # and the diagnostics' diag/... beside them
+        expected = expected_epoch_points + curve_points + len(done.summary) + len(done.experts)
         got = sum(len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics)
         assert got == expected, f"{run.info.run_name}: {got} metric points in MLflow, {expected} reported"
         assert_complete_history(client, run, 2, 1)

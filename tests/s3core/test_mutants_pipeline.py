@@ -208,7 +208,10 @@ def test_a_trial_runs_its_stages_then_sweeps_and_summarises(data):
     assert seen == [("special", 0, 1), ("special", 1, 2), ("select", 0, 3)]
     assert [(h["stage"], h["epoch"]) for h in res.history] == [("special", 0), ("special", 1), ("select", 0)]
     assert {"loss", "rep", "dsc", "aux"} <= set(res.history[0]) and {"suff", "min"} <= set(res.history[2])
-    assert [r["keep_ratio"] for r in res.curve] == [1.0, 0.5] and res.summary == summarize(res.curve)
+    assert [r["keep_ratio"] for r in res.curve] == [1.0, 0.5]
+    # the summary: summarize's keys, and the diagnostics' (s3core.diagnostics) beside them
+    assert {k: v for k, v in res.summary.items() if not k.startswith("diag/")} == summarize(res.curve)
+    assert "diag/moe_share" in res.summary
     assert res.method == "s3" and res.config == cfg.to_dict() and res.seconds > 0
     assert isinstance(res.model, torch.nn.Module)
     # the trained model is the one the curve was measured on
@@ -327,7 +330,7 @@ def test_sparsify_rows_hold_the_probe_and_the_kept_fraction(data):
     assert [r["keep_ratio"] for r in curve] == [0.5, 1.0] and isinstance(curve[1]["keep_ratio"], float)
     for r in curve:
         assert set(r) == {"keep_ratio", "valid_acc", "test_acc", "valid_f1", "test_f1", "l2", "probe_converged",
-                          "probe_iters", "kept_fraction", "embed_s", "expert_flops"}
+                          "probe_iters", "kept_fraction", "embed_s", "expert_flops", "embed_cos_dist"}
         assert r["kept_fraction"] == pytest.approx(r["keep_ratio"], abs=0.05) and r["embed_s"] > 0
         assert r["l2"] == 1e-2
     assert [r["keep_ratio"] for r in sparsify(model, data, MICRO, progress=False)] == [1.0, 0.5]

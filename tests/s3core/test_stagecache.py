@@ -105,7 +105,8 @@ def test_excluded_fields_really_leave_the_stages_alone(data, fresh):
     assert strip(res.history) == strip(fresh.history)
     for name, value in res.model.state_dict().items():
         assert torch.equal(value, fresh.model.state_dict()[name]), name
-    own = {"lambda_suff": 0.2, "lambda_min": 2.0, "lr_select": 7e-3, "epochs_select": 1}
+    own = {"lambda_suff": 0.2, "lambda_min": 2.0, "lr_select": 7e-3, "epochs_select": 1,
+           "select_local_entropy": 0.5, "select_global_entropy": 0.25}
     assert set(own) == set(SELECTION.own_fields)
     a = run_trial(data, TINY.replace(epochs_select=0), "s3", progress=False)
     b = run_trial(data, TINY.replace(**{**own, "epochs_select": 0}), "s3", progress=False)
@@ -137,7 +138,8 @@ def test_every_field_a_stage_reads_the_code_and_the_data_change_the_key(tmp_path
     base1, base2 = stage1(cache, TINY), stage2(cache, TINY)
     # written out, not read from the module: widening an exclusion must fail here
     assert set(STAGE3_ONLY_FIELDS) == {"keep_ratios", "prune_scope", "probe", "probe_max_iter", "probe_l2"}
-    assert set(SELECTION.own_fields) == {"lambda_suff", "lambda_min", "lr_select", "epochs_select"}
+    assert set(SELECTION.own_fields) == {"lambda_suff", "lambda_min", "lr_select", "epochs_select",
+                                         "select_local_entropy", "select_global_entropy"}
     assert SPECIALIZATION.own_fields == ()
     for f in dataclasses.fields(S3Config):
         cfg = dataclasses.replace(TINY, **{f.name: _other_value(getattr(TINY, f.name))})

@@ -74,7 +74,8 @@ def test_a_registered_method_runs_through_the_pipeline(toy_method):
     # its stage is one of the registry's now: S3's stage-cache key leaves out no field of it
     assert "align" in {s.name for s in methods.all_stages()}
     assert stage_prefixes(methods.get_method("s3"))[0][1] == {"lambda_suff", "lambda_min", "lr_select",
-                                                               "epochs_select"}
+                                                               "epochs_select",
+                                                                   "select_local_entropy", "select_global_entropy"}
 
 
 def test_a_registered_method_is_planned_scheduled_and_reported(toy_method):

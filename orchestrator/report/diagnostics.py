@@ -1,0 +1,142 @@
+"""The report's diagnostics (issue 20): can pruning act on the trained models?
+
+Reads what s3core.diagnostics logged per trial: the summary's ``diag/*`` metrics (the model after
+its last stage; the headroom on data with known relevant steps) and the history of
+``select/diag/{local,global}_entropy/<modality>/L<layer>`` over Selection's epochs. Draws the
+paper's Figs 7-10 panels (entropy over Selection's epochs, one line per chi, mean over seeds and
+layers; one column per modality, local and global entropy in two rows) and tabulates each
+configuration's diagnostics, flagging those where pruning cannot act
+(s3core.diagnostic_flags.cannot_act: MoE share < 0.2 or local entropy > 0.9).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from s3core.diagnostic_flags import DIAG_PREFIX, LOCAL_ENTROPY_CEILING, MOE_SHARE_FLOOR, cannot_act
+
+from orchestrator.report.plots import _figure_png, _pyplot
+
+COLUMNS = ("moe_share", "local_entropy", "global_entropy", "gate_auc", "headroom")
+HEADER = ("method", "χ", "seeds", "MoE share (median)", "local entropy", "global entropy", "gate AUC",
+          "headroom (pts)", "pruning can act?")
+NOTE = ("After the trial's last stage, on a fixed validation batch at p = 1 (s3core.diagnostics): the MoE "
+        "branch's output norm over the residual stream's (median per token), routing entropies normalised "
+        "to [0, 1], the gates' AUC of relevant-vs-irrelevant steps (synthetic variants only) and the "
+        "input-masking headroom (test accuracy with the irrelevant steps removed from the input, minus on "
+        f"the whole input, in points). Flag: MoE share < {MOE_SHARE_FLOOR} or local entropy > "
+        f"{LOCAL_ENTROPY_CEILING}. Means over seeds.")
+_ENTROPY_KEY = re.compile(r"^select/diag/(local|global)_entropy/([^/]+)/L(\d+)$")
+
+
+def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
+    """One row per (method, chi) of the benchmark's finished trials that logged diagnostics."""
+    rows = []
+    done = trials[(trials["benchmark"] == benchmark) & trials["diag"].map(bool)]
+    for (method, chi), group in done.groupby(["method", "chi"], sort=True):
+        row = {"method": method, "chi": int(chi), "n": len(group)}
+        for col in COLUMNS:
+            values = [d[DIAG_PREFIX + col] for d in group["diag"] if DIAG_PREFIX + col in d]
+            row[col] = float(np.mean(values)) if values else None
+        row["flags"] = cannot_act({DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy")
+                                   if row[c] is not None})
+        rows.append(row)
+    return rows
+
+
+def flagged_trials(trials: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(run name, reasons) of every finished trial whose own diagnostics say pruning cannot act."""
+    out = []
+    for _, t in trials[trials["diag"].map(bool)].iterrows():
+        reasons = cannot_act(t["diag"])
+        if reasons:
+            out.append((t["run_name"], reasons))
+    return out
+
+
+def entropy_histories(client, trials: pd.DataFrame, benchmark: str) -> dict:
+    """{(chi, kind, modality): (epochs,) mean over S3 trials (seeds) and layers of the entropy over
+    Selection's epochs}."""
+    per: dict = {}
+    s3 = trials[(trials["benchmark"] == benchmark) & (trials["method"] == "s3") & trials["diag"].map(bool)]
+    for _, t in s3.iterrows():
+        run = client.get_run(t["run_id"])
+        for key in run.data.metrics:
+            match = _ENTROPY_KEY.match(key)
+            if not match:
+                continue
+            history = sorted(client.get_metric_history(t["run_id"], key), key=lambda m: (m.step, m.timestamp))
+            latest = {m.step: m.value for m in history}
+            values = [latest[s] for s in sorted(latest)]
+            per.setdefault((int(t["chi"]), match.group(1), match.group(2)), []).append(values)
+    out = {}
+    for k, series in per.items():
+        n = min(len(s) for s in series)
+        out[k] = np.mean([s[:n] for s in series], axis=0)
+    return out
+
+
+def plot_entropy(benchmark: str, histories: dict) -> bytes | None:
+    """The Figs 7-10 panels: rows local / global entropy, one column per modality, one line per chi."""
+    if not histories:
+        return None
+    plt = _pyplot()
+    modalities = sorted({m for _, _, m in histories})
+    fig, axes = plt.subplots(2, len(modalities), figsize=(3.6 * len(modalities), 5.2), squeeze=False, sharey=True)
+    for col, m in enumerate(modalities):
+        for row, kind in enumerate(("local", "global")):
+            ax = axes[row][col]
+            for chi in sorted({c for c, k, mm in histories if k == kind and mm == m}):
+                y = histories[(chi, kind, m)]
+                ax.plot(np.arange(1, len(y) + 1), y, "o-", label=f"χ={chi}")
+            ax.set_title(f"{m}: {kind} entropy", fontsize=9)
+            ax.set_ylim(0, 1.05)
+            if kind == "local":
+                ax.axhline(LOCAL_ENTROPY_CEILING, color="grey", lw=0.8, ls=":")
+            ax.set_xlabel("Selection epoch")
+        axes[0][col].legend(fontsize=7)
+    axes[0][0].set_ylabel("normalised entropy")
+    axes[1][0].set_ylabel("normalised entropy")
+    fig.suptitle(f"{benchmark}: routing entropy during Selection (S3, mean over seeds and layers)", fontsize=10)
+    return _figure_png(fig)
+
+
+def _cell(v, scale: float = 1.0, digits: int = 2) -> str:
+    return "–" if v is None else f"{v * scale:.{digits}f}"
+
+
+def table_cells(row: dict) -> tuple:
+    return (row["method"], str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), _cell(row["local_entropy"]),
+            _cell(row["global_entropy"]), _cell(row["gate_auc"]), _cell(row["headroom"], 100.0, 1),
+            "no: " + "; ".join(row["flags"]) if row["flags"] else "yes")
+
+
+def section(client, trials: pd.DataFrame, benchmark: str, name: str, images: dict) -> dict:
+    """The benchmark section's diagnostics: {'diag_rows', 'entropy'} (entropy: the PNG's file name)."""
+    if "diag" not in trials:
+        return {}
+    out = {"diag_rows": diagnostic_rows(trials, benchmark)}
+    png = plot_entropy(benchmark, entropy_histories(client, trials, benchmark))
+    if png is not None:
+        images[f"entropy_{name}.png"] = png
+        out["entropy"] = f"entropy_{name}.png"
+    return out
+
+
+def note(trials: pd.DataFrame) -> str | None:
+    """The report's top note naming the trials where pruning cannot act, and where to look."""
+    if "diag" not in trials:
+        return None
+    flagged = flagged_trials(trials)
+    if not flagged:
+        return None
+    names = ", ".join(f"{n} ({'; '.join(r)})" for n, r in flagged[:8]) + (" ..." if len(flagged) > 8 else "")
+    return (f"pruning cannot act in {len(flagged)} trial(s): {names}. A flat accuracy-vs-p curve there says "
+            "nothing about the mechanism; see each benchmark's \"Can pruning act?\" table and its entropy "
+            "figure (entropy_<benchmark>.png).")
+
+
+__all__ = ["diagnostic_rows", "flagged_trials", "entropy_histories", "plot_entropy", "section", "note",
+           "table_cells", "HEADER", "NOTE"]

@@ -1,0 +1,53 @@
+"""The report's diagnostics (orchestrator/report/diagnostics.py) on hand-made trial rows."""
+from types import SimpleNamespace
+
+import pandas as pd
+
+from orchestrator.report import diagnostics as diag
+from orchestrator.report.document import BenchmarkSection, _evidence_blocks
+
+GOOD = {"diag/moe_share": 0.5, "diag/local_entropy": 0.3, "diag/global_entropy": 0.9, "diag/gate_auc": 0.8,
+        "diag/headroom": 0.04}
+FLAT = {"diag/moe_share": 0.1, "diag/local_entropy": 0.97, "diag/global_entropy": 1.0, "diag/headroom": 0.036}
+
+
+def _trials():
+    return pd.DataFrame([
+        {"run_id": "a", "run_name": "s3-chi4-s0", "benchmark": "syn", "method": "s3", "chi": 4, "diag": FLAT},
+        {"run_id": "b", "run_name": "s3-chi4-s1", "benchmark": "syn", "method": "s3", "chi": 4,
+         "diag": {**FLAT, "diag/moe_share": 0.14}},
+        {"run_id": "c", "run_name": "s3-chi2-s0", "benchmark": "syn", "method": "s3", "chi": 2, "diag": GOOD},
+        {"run_id": "d", "run_name": "raw", "benchmark": "syn", "method": "raw_probe", "chi": 1, "diag": {}},
+    ])
+
+
+def test_rows_flags_and_the_note_name_the_trials_where_pruning_cannot_act():
+    rows = {r["chi"]: r for r in diag.diagnostic_rows(_trials(), "syn")}
+    assert set(rows) == {2, 4}                           # the raw probe logged none
+    assert rows[4]["n"] == 2 and abs(rows[4]["moe_share"] - 0.12) < 1e-12
+    assert rows[4]["flags"] == ["MoE share 0.12 < 0.2", "local entropy 0.97 > 0.9"] and rows[2]["flags"] == []
+    cells = diag.table_cells(rows[4])
+    assert cells[-1].startswith("no: MoE share") and cells[-2] == "3.6" and cells[6] == "–"
+    assert diag.table_cells(rows[2])[-1] == "yes"
+    note = diag.note(_trials())
+    assert "2 trial(s)" in note and "s3-chi4-s0" in note and "s3-chi2-s0" not in note and "entropy_" in note
+    assert diag.note(_trials().iloc[2:]) is None
+
+
+def test_the_entropy_figure_has_a_line_per_chi_and_the_section_shows_it():
+    def history(run_id, key):
+        start = {"a": 0.99, "b": 0.97, "c": 0.6}[run_id]
+        return [SimpleNamespace(step=s, value=start - 0.01 * i, timestamp=s) for i, s in enumerate((6, 7, 8))]
+
+    keys = ["select/diag/local_entropy/x1/L0", "select/diag/global_entropy/x1/L0", "special/diag/local_entropy/x1/L0"]
+    client = SimpleNamespace(get_run=lambda rid: SimpleNamespace(data=SimpleNamespace(metrics=dict.fromkeys(keys, 0))),
+                             get_metric_history=history)
+    hist = diag.entropy_histories(client, _trials(), "syn")
+    assert set(hist) == {(4, "local", "x1"), (4, "global", "x1"), (2, "local", "x1"), (2, "global", "x1")}
+    assert list(hist[(4, "local", "x1")].round(3)) == [0.98, 0.97, 0.96]      # mean over the two seeds
+    images = {}
+    out = diag.section(client, _trials(), "syn", "syn", images)
+    assert out["entropy"] == "entropy_syn.png" and images["entropy_syn.png"][:4] == b"\x89PNG"
+    section = BenchmarkSection("syn", [], "c.png", None, [], **out)
+    text = repr(_evidence_blocks(section))
+    assert "Can pruning act?" in text and "entropy_syn.png" in text
