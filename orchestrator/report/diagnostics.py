@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from s3core.diagnostic_flags import DIAG_PREFIX, LOCAL_ENTROPY_CEILING, MOE_SHARE_FLOOR, cannot_act
+from s3core.methods import primary_method
 
 from orchestrator.report.plots import _figure_png, _pyplot
 
@@ -60,7 +61,7 @@ def entropy_histories(client, trials: pd.DataFrame, benchmark: str) -> dict:
     """{(chi, kind, modality): (epochs,) mean over S3 trials (seeds) and layers of the entropy over
     Selection's epochs}."""
     per: dict = {}
-    s3 = trials[(trials["benchmark"] == benchmark) & (trials["method"] == "s3") & trials["diag"].map(bool)]
+    s3 = trials[(trials["benchmark"] == benchmark) & (trials["method"] == primary_method()) & trials["diag"].map(bool)]
     for _, t in s3.iterrows():
         run = client.get_run(t["run_id"])
         for key in run.data.metrics:
