@@ -14,10 +14,12 @@ import re
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from s3core.diagnostic_flags import DIAG_PREFIX, LOCAL_ENTROPY_CEILING, MOE_SHARE_FLOOR, cannot_act
 from s3core.methods import primary_method
 
+from orchestrator.report.aggregate import method_label
 from orchestrator.report.plots import _figure_png, _pyplot
 
 COLUMNS = ("moe_share", "local_entropy", "global_entropy", "gate_auc", "headroom")
@@ -41,8 +43,9 @@ def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
         for col in COLUMNS:
             values = [d[DIAG_PREFIX + col] for d in group["diag"] if DIAG_PREFIX + col in d]
             row[col] = float(np.mean(values)) if values else None
-        row["flags"] = cannot_act({DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy")
-                                   if row[c] is not None})
+        # one expert (a dense model): no routing pairs, so nothing for pruning to act on or not
+        row["flags"] = None if int(chi) <= 1 else cannot_act(
+            {DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy") if row[c] is not None})
         rows.append(row)
     return rows
 
@@ -50,7 +53,7 @@ def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
 def flagged_trials(trials: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """(run name, reasons) of every finished trial whose own diagnostics say pruning cannot act."""
     out = []
-    for _, t in trials[trials["diag"].map(bool)].iterrows():
+    for _, t in trials[trials["diag"].map(bool) & (trials["chi"] > 1)].iterrows():
         reasons = cannot_act(t["diag"])
         if reasons:
             out.append((t["run_name"], reasons))
@@ -96,11 +99,13 @@ def plot_entropy(benchmark: str, histories: dict) -> bytes | None:
             ax.set_ylim(0, 1.05)
             if kind == "local":
                 ax.axhline(LOCAL_ENTROPY_CEILING, color="grey", lw=0.8, ls=":")
-            ax.set_xlabel("Selection epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[1][col].set_xlabel("Selection epoch")
         axes[0][col].legend(fontsize=7)
     axes[0][0].set_ylabel("normalised entropy")
     axes[1][0].set_ylabel("normalised entropy")
     fig.suptitle(f"{benchmark}: routing entropy during Selection (S3, mean over seeds and layers)", fontsize=10)
+    fig.tight_layout()
     return _figure_png(fig)
 
 
@@ -109,9 +114,12 @@ def _cell(v, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def table_cells(row: dict) -> tuple:
-    return (row["method"], str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), _cell(row["local_entropy"]),
-            _cell(row["global_entropy"]), _cell(row["gate_auc"]), _cell(row["headroom"], 100.0, 1),
-            "no: " + "; ".join(row["flags"]) if row["flags"] else "yes")
+    if row["flags"] is None:
+        verdict = "– (one expert)"
+    else:
+        verdict = "no: " + "; ".join(row["flags"]) if row["flags"] else "yes"
+    return (method_label(row["method"]), str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), _cell(row["local_entropy"]),
+            _cell(row["global_entropy"]), _cell(row["gate_auc"]), _cell(row["headroom"], 100.0, 1), verdict)
 
 
 def section(client, trials: pd.DataFrame, benchmark: str, name: str, images: dict) -> dict:

@@ -18,19 +18,23 @@ def _trials():
          "diag": {**FLAT, "diag/moe_share": 0.14}},
         {"run_id": "c", "run_name": "s3-chi2-s0", "benchmark": "syn", "method": "s3", "chi": 2, "diag": GOOD},
         {"run_id": "d", "run_name": "raw", "benchmark": "syn", "method": "raw_probe", "chi": 1, "diag": {}},
+        {"run_id": "e", "run_name": "clip-s0", "benchmark": "syn", "method": "clip", "chi": 1, "diag": FLAT},
     ])
 
 
 def test_rows_flags_and_the_note_name_the_trials_where_pruning_cannot_act():
     rows = {r["chi"]: r for r in diag.diagnostic_rows(_trials(), "syn")}
-    assert set(rows) == {2, 4}                           # the raw probe logged none
+    assert set(rows) == {1, 2, 4}                        # the raw probe logged none
+    # a dense model (one expert) has nothing to prune: neither flagged nor cleared, and named by its label
+    assert rows[1]["flags"] is None and diag.table_cells(rows[1])[-1] == "– (one expert)"
+    assert diag.table_cells(rows[1])[0] == "clip" and diag.table_cells(rows[4])[0] == "S3"
     assert rows[4]["n"] == 2 and abs(rows[4]["moe_share"] - 0.12) < 1e-12
     assert rows[4]["flags"] == ["MoE share 0.12 < 0.2", "local entropy 0.97 > 0.9"] and rows[2]["flags"] == []
     cells = diag.table_cells(rows[4])
     assert cells[-1].startswith("no: MoE share") and cells[-2] == "3.6" and cells[6] == "–"
     assert diag.table_cells(rows[2])[-1] == "yes"
     note = diag.note(_trials())
-    assert "2 trial(s)" in note and "s3-chi4-s0" in note and "s3-chi2-s0" not in note and "entropy_" in note
+    assert "2 trial(s)" in note and "s3-chi4-s0" in note and "s3-chi2-s0" not in note and "clip-s0" not in note and "entropy_" in note
     assert diag.note(_trials().iloc[2:]) is None
 
 
