@@ -1,7 +1,9 @@
 """Helpers of the simulated-cluster tests (see conftest.py): the cluster, a watcher, node lookup."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -125,6 +127,20 @@ class ClusterWatcher(threading.Thread):
         return (f"{len(self.samples)} samples, max GPU nodes {self.max_gpu_nodes()}, max trials on one node "
                 f"{self.max_trials_on_one_node()}, actor classes {sorted(self.class_names)}, "
                 f"errors {self.errors[-3:]}")
+
+
+def kill_node(raylet: psutil.Process) -> int:
+    """SIGKILL a simulated node as a machine dies: its raylet and every process under it (the
+    trial's worker processes) at once. Killing the raylet alone leaves its workers running for a
+    while as orphans, which can finish a trial (and write its checkpoints) after its node "died".
+    Returns how many processes were killed."""
+    victims = [raylet]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        victims += raylet.children(recursive=True)
+    for proc in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    return len(victims)
 
 
 def raylet_of(node_id: str) -> psutil.Process | None:

@@ -12,8 +12,6 @@ lacks (issue 11 point 3).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -24,7 +22,7 @@ import pytest
 from orchestrator import mlflow_layout as L
 from orchestrator.contract import Report, TrialSpec
 
-from simcluster import ClusterWatcher, raylet_of
+from simcluster import ClusterWatcher, kill_node, raylet_of
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +136,7 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
 
     def kill_a_node_mid_trial():
         """In the background: once a trial has logged some but not all epochs, SIGKILL the raylet
-        of the node running the most trial actors (the node dies with its workers)."""
+        of the node running the most trial actors and every process under it (the node dies with its workers)."""
         try:
             def mid_way():
                 for run in trial_runs(client):
@@ -151,8 +149,8 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
             node_id = max(trials_by_node, key=lambda node: len(trials_by_node[node]))
             raylet = raylet_of(node_id)
             assert raylet is not None, f"no raylet for node {node_id}: {watcher.summary()}"
-            os.kill(raylet.pid, signal.SIGKILL)
-            killed.update(node=node_id, time=time.monotonic() - watcher.t0, epochs_before=epochs_before,
+            processes = kill_node(raylet)
+            killed.update(node=node_id, processes=processes, time=time.monotonic() - watcher.t0, epochs_before=epochs_before,
                           trials_on_node=len(trials_by_node[node_id]))
         except BaseException as err:  # noqa: BLE001 - reported by the test below
             killed["error"] = f"{type(err).__name__}: {err}"
