@@ -9,6 +9,7 @@ run it in a PID namespace (tests/clusters/run_isolated.sh), see conftest.py.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +27,25 @@ from test_faults import uninterrupted_run, worker_threads_of  # noqa: E402
 pytestmark = pytest.mark.slow
 
 HEAD = {"CPU": 2}
-ONE_GPU_NODES = {"gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}}
-EPOCHS = 30     # Stage 1 long enough for the second node to come up while the first trial trains it
+# both worker nodes up before the grid starts (min_workers 2), so the two trials start together on
+# different nodes however fast this machine trains: with nodes scaled up on demand, an idle machine
+# finished the first trial's Stage 1 before the second node was up, and the trials never overlapped
+ONE_GPU_NODES = {"gpu": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 2, "max_workers": 2}}
+EPOCHS = 30     # Stage 1 long enough for the second trial to start while the first one trains it
+
+
+def wait_for_worker_nodes(n: int, timeout_s: float = 300.0) -> None:
+    """Block until n worker nodes (nodes with a GPU) are alive in the cluster at "auto". Asked from
+    a child process: a ray.init() here would leave Ray's print hook behind in this process, which
+    Tune then fails to pickle."""
+    probe = ("import sys, time, ray\n"
+             "ray.init('auto', include_dashboard=False, log_to_driver=False)\n"
+             f"deadline = time.monotonic() + {timeout_s}\n"
+             f"while sum(1 for x in ray.nodes() if x['Alive'] and x['Resources'].get('GPU')) < {n}:\n"
+             "    if time.monotonic() > deadline: sys.exit(f'worker nodes not up: {ray.nodes()}')\n"
+             "    time.sleep(0.5)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=timeout_s + 60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_autoscaling_two_nodes_train_a_shared_stage_once_through_s3(autoscaling_cluster, tmp_path, capsys,
@@ -43,6 +61,7 @@ def test_autoscaling_two_nodes_train_a_shared_stage_once_through_s3(autoscaling_
             monkeypatch.setenv(k, v)
         api.bucket("bucket")
         autoscaling_cluster(HEAD, ONE_GPU_NODES)
+        wait_for_worker_nodes(2)
         plan = make_plan(load_preset("smoke"), Overrides(
             seeds=(0,), grid={"lambda_min": [0.25, 0.5]}, set={"epochs_special": EPOCHS}, gpus_per_trial=1.0,
             ray_address="auto", executor="direct", device="cpu", storage_path="s3://bucket/runs",
