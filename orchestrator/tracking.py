@@ -151,6 +151,14 @@ def curve_png(curve: list[dict], title: str, path: str) -> None:
     plt.close(fig)
 
 
+def _print(*args, **kwargs) -> None:
+    """print as builtins has it when called. Tune pickles this callback, and a default of
+    `printer=print` would hold the built-in print of import time: after a first grid in the same
+    process, ray.shutdown() swaps builtins.print for tqdm_ray's safe_print, and pickling the old
+    one fails ("not the same object as builtins.print"), so a second grid in a notebook failed."""
+    print(*args, **kwargs)
+
+
 class MlflowTrialLogger(Callback):
     """Logs every Tune trial as a child run of `parent_run_id`.
 
@@ -164,7 +172,7 @@ class MlflowTrialLogger(Callback):
     """
 
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, existing: dict,
-                 tags: dict, total: int, printer=print, extra_params: dict | None = None):
+                 tags: dict, total: int, printer=None, extra_params: dict | None = None):
         self.client = client
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -173,7 +181,7 @@ class MlflowTrialLogger(Callback):
         self.total = total
         self.done = 0
         self.failed = 0
-        self.print = printer
+        self.print = printer or _print
         self.extra_params = dict(extra_params or {})  # e.g. the data protocol (label rule, file, ...)
         self.run_of: dict[str, str] = {}              # Tune trial id -> MLflow run id
         self.logged: dict[str, set] = {}              # run id -> {(metric key, step)}
