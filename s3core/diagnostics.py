@@ -54,9 +54,8 @@ def auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     order = scores.argsort()
     sorted_scores = scores[order]
     ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    # average ranks of ties
-    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
+    # 1-based ranks, ties given their average rank
+    _, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts + 1
     mean_rank = first.double() + (counts.double() - 1) / 2
     ranks[order] = mean_rank[inverse]
@@ -128,7 +127,6 @@ def routing_diagnostics(model, inputs: dict, event_mask: dict | None = None) -> 
 def diagnostics_batch(data, meta: dict | None, split: str = "valid", rows: int = DIAG_ROWS):
     """The fixed batch the per-epoch diagnostics read: the first `rows` of `split` (standardised)
     and their event mask (None without one)."""
-
     st = data[split]
     idx = torch.arange(min(rows, len(st)), device=st.labels.device)
     inputs, _ = st.batch(idx)
@@ -155,7 +153,6 @@ def masking_headroom(model, data, cfg, meta: dict | None, full_test_acc: float) 
     events = (meta or {}).get("event_mask")
     if not events:
         return {}
-
     row = sparsify(getattr(model, "module", model), with_event_masks(data, events), cfg, keep_ratios=(1.0,),
                    progress=False)[0]
     return {f"{DIAG_PREFIX}masked_test_acc": row["test_acc"],
@@ -166,7 +163,6 @@ def raw_probe_headroom(bench) -> dict[str, float]:
     """The input-masking headroom of the raw-feature reference (s3core.raw_features) on a
     Benchmark with meta 'event_mask': its test accuracy on the relevant steps alone and on the
     whole input, and the difference."""
-
     events = bench.meta["event_mask"]
     masked = dataclasses.replace(bench, splits={
         s: dataclasses.replace(sp, masks={m: sp.masks[m] & events[s][m] for m in sp.masks})
