@@ -17,6 +17,11 @@ import pyarrow.fs as pafs
 from orchestrator.plan import GridError, is_uri
 
 
+def _one_line(err: BaseException) -> str:
+    """An error's text on one line (pyarrow's and botocore's messages span several)."""
+    return " ".join(str(err).split())
+
+
 def _aws_credentials_missing() -> str:
     """Why the AWS credential chain finds nothing (botocore's chain: the environment, ~/.aws
     files, a web identity, a container's or an instance's role), "" when it finds some or when
@@ -28,7 +33,7 @@ def _aws_credentials_missing() -> str:
     try:
         found = botocore.session.get_session().get_credentials()
     except Exception as err:      # e.g. AWS_PROFILE names a profile that does not exist
-        return " ".join(str(err).split())
+        return _one_line(err)
     return "" if found is not None else "none found"
 
 
@@ -39,7 +44,7 @@ def check_storage(storage_path: str) -> None:
     try:
         fs, path = pafs.FileSystem.from_uri(storage_path)
     except (ValueError, OSError) as err:     # pyarrow's ArrowInvalid is a ValueError
-        raise GridError(f"--storage-path {storage_path}: {' '.join(str(err).split())}; use a local path, "
+        raise GridError(f"--storage-path {storage_path}: {_one_line(err)}; use a local path, "
                         "s3://bucket/prefix, gs://bucket/prefix or another URI pyarrow.fs opens") from None
     if fs.type_name == "s3":
         missing = _aws_credentials_missing()
@@ -51,7 +56,7 @@ def check_storage(storage_path: str) -> None:
             info = fs.get_file_info(bucket)
         except OSError as err:
             raise GridError(f"--storage-path {storage_path}: cannot reach bucket {bucket!r}: "
-                            f"{' '.join(str(err).split())}") from None
+                            f"{_one_line(err)}") from None
         if info.type == pafs.FileType.NotFound:
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             where = f" at {endpoint}" if endpoint else ""
@@ -63,7 +68,7 @@ def check_storage(storage_path: str) -> None:
             f.write(b"ok")
         fs.delete_file(probe)
     except OSError as err:
-        raise GridError(f"--storage-path {storage_path}: cannot write there ({' '.join(str(err).split())}); "
+        raise GridError(f"--storage-path {storage_path}: cannot write there ({_one_line(err)}); "
                         "check the credentials' permissions") from None
 
 
