@@ -85,6 +85,9 @@ class S3Config:
     rho: int = MoEConfig.rho
     top_k: int | None = MoEConfig.top_k
     proj_dim: int = 64              # size of each z_m
+    z_split: int = 0                # > 0: z_m = [normalise(u[:z_split]); normalise(u[z_split:])] of the head's
+                                    # output u, a shared and a private part each on its unit sphere (the
+                                    # InfoMax baselines, issue 21); 0: z_m = normalise(u), as S3
     dropout: float = 0.0
     dispatch: str = MoEConfig.dispatch
     aux_balance: float = MoEConfig.aux_balance
@@ -200,6 +203,10 @@ class S3Config:
             raise ConfigError(f"probe_backend must be auto, sklearn or torch, got {self.probe_backend!r}")
         if not self.probe_l2 or any(c < 0 for c in self.probe_l2):
             raise ConfigError(f"probe_l2 must be a non-empty list of numbers >= 0, got {self.probe_l2!r}")
+        if not (isinstance(self.z_split, int) and not isinstance(self.z_split, bool)
+                and 0 <= self.z_split < self.proj_dim):
+            raise ConfigError(f"z_split must be an integer in [0, proj_dim = {self.proj_dim}), the shared part's "
+                              f"width (0: one part), got {self.z_split!r}")
         check_device(self.device)
         _check_silent_choices(self)
         return self

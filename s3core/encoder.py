@@ -19,7 +19,7 @@ from s3core.stage_specs import is_router_param  # noqa: F401  (Stage 2's paramet
 
 
 class EncoderOutput(NamedTuple):
-    z: Tensor                      # (B, proj_dim), L2-normalised
+    z: Tensor                      # (B, proj_dim), L2-normalised (each part of it with S3Config.z_split)
     aux_loss: Tensor               # scalar: mean over layers of the weighted L_aux
     intermediates: dict            # pooled (B, D); per-layer routing stats (lists over layers)
 
@@ -73,6 +73,7 @@ class ModalityEncoder(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
                                   nn.Linear(cfg.d_model, cfg.proj_dim))
+        self.z_split = cfg.z_split
 
     def forward(self, x: Tensor, mask: Tensor, keep_ratio: float = 1.0) -> EncoderOutput:
         """
@@ -101,9 +102,17 @@ class ModalityEncoder(nn.Module):
             layer_stats["kept_fraction"].append(moe.kept_fraction)
         h = self.ln_f(h)
         pooled = pool(h, mask, self.pooling, moe.gate_mass)             # (B, d_model)
-        z = F.normalize(self.head(pooled).float(), dim=-1)               # (B, proj_dim)
+        z = normalise_parts(self.head(pooled).float(), self.z_split)     # (B, proj_dim)
         aux = aux_total / len(self.blocks)
         return EncoderOutput(z, aux, {"pooled": pooled, "routing": layer_stats, "entropy": entropy})
+
+
+def normalise_parts(u: Tensor, split: int) -> Tensor:
+    """(B, P) -> (B, P) on the unit sphere: whole (split 0), or its first `split` columns (the
+    shared part) and the rest (the private part) each on their own (S3Config.z_split)."""
+    if not split:
+        return F.normalize(u, dim=-1)
+    return torch.cat([F.normalize(u[:, :split], dim=-1), F.normalize(u[:, split:], dim=-1)], dim=1)
 
 
 def pool(h: Tensor, mask: Tensor, pooling: str = "mean", gate_mass: Tensor | None = None) -> Tensor:
@@ -149,4 +158,5 @@ def set_trainable(model: nn.Module, predicate) -> list[str]:
     return names
 
 
-__all__ = ["EncoderOutput", "ModalityEncoder", "S3Model", "is_router_param", "set_trainable", "DenseFFN", "pool"]
+__all__ = ["EncoderOutput", "ModalityEncoder", "S3Model", "is_router_param", "set_trainable", "DenseFFN", "pool",
+           "normalise_parts"]
