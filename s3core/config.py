@@ -145,6 +145,17 @@ class S3Config:
     router_init_std: float = MoEConfig.router_init_std
     diagnostics: bool = True        # s3core.diagnostics after every training epoch (history keys diag/...)
                                     # and at the end (summary: diag/..., headroom where data mark events)
+    # --- issue 21: DisentangledSSL / JointOpt (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)").
+    # Defaults: the authors' (uhlerlab/DisentangledSSL @ cda29ec, synthetic_task/ argparse defaults).
+    infomax_tau: float = 0.07       # both: InfoNCE temperature (losses.py SupConLoss temperature=0.07)
+    infomax_kappa: float = 1000.0   # both: vMF concentration of the shared sample (--kappa 1e3); 0 = no sampling
+    dssl_beta: float = 0.1          # DisentangledSSL step 1: weight of -cos(mu_1, mu_2) (step2disen.py --beta_start)
+    dssl_lambda: float = 0.0        # DisentangledSSL step 2: weight of the orthogonality term (--lmd_start 0)
+    dssl_epochs_step2: int = 0      # DisentangledSSL step 2's epochs: the method sets it to epochs_select
+                                    # when that is > 0 (step 1 takes epochs_special: S3's two stages' split
+                                    # of the same total; theirs 50 + 30)
+    joint_a: float = 1.0            # JointOpt: 2 shared/(1+a) + a specific/(1+a) (jointdisen_mp.py --start_a 1)
+    joint_lambda: float = 0.0       # JointOpt: weight of the orthogonality term (--lmd_start 0)
 
     def moe(self) -> MoEConfig:
         return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
@@ -209,6 +220,7 @@ class S3Config:
                               f"width (0: one part), got {self.z_split!r}")
         check_device(self.device)
         _check_silent_choices(self)
+        _check_infomax(self)
         return self
 
 
@@ -274,6 +286,22 @@ def _check_silent_choices(cfg: "S3Config") -> None:
         raise ConfigError(f"norm_placement must be one of {', '.join(NORM_PLACEMENTS)}, got {cfg.norm_placement!r}")
     if not isinstance(cfg.gate_renorm, bool):
         raise ConfigError(f"gate_renorm must be true or false, got {cfg.gate_renorm!r}")
+
+
+# ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
+def _check_infomax(cfg: "S3Config") -> None:
+    """validate()'s checks of the issue-21 fields (DisentangledSSL, JointOpt)."""
+    v = cfg.infomax_tau
+    if not (_is_number(v) and math.isfinite(v) and v > 0):
+        raise ConfigError(f"infomax_tau must be a positive number (the authors' 0.07), got {v!r}")
+    for name in ("infomax_kappa", "dssl_beta", "dssl_lambda", "joint_a", "joint_lambda"):
+        v = getattr(cfg, name)
+        if not (_is_number(v) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+    v = cfg.dssl_epochs_step2
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"dssl_epochs_step2 must be an integer >= 0, got {v!r}")
+# ---------------------------------------------------------------- end issue 21
 
 
 def check_keep_ratio(p: float) -> float:

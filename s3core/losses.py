@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -64,5 +65,156 @@ def compactness_loss(z: dict[str, Tensor], labels: Tensor, num_classes: int) -> 
     return torch.stack(terms).mean()
 
 
+# ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
+# The InfoMax baselines' losses, each equal to the authors' code (uhlerlab/DisentangledSSL at commit
+# cda29ec29bf8ad85344637f643a372ba8e74363e, folder synthetic_task/) to float tolerance:
+# tests/s3core/test_infomax_disentangled.py holds them against fixtures made by running that code
+# (tests/s3core/fixtures/infomax/make_disentangled_fixtures.py). Formulas: docs/METHOD_NOTES.md,
+# "InfoMax baselines (issue 21)".
+
+def symmetric_info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
+    """0.5 * (InfoNCE[a->b] + InfoNCE[b->a]) on L2-normalised rows.
+
+    The authors' critic: losses.py `SupConLoss()(torch.stack([a, b], 1))` (no labels,
+    contrast_mode 'all', temperature = base_temperature = 0.07). Its logits mask removes the
+    a-a and b-b blocks, so each of the 2B anchors contrasts only against the other view's B rows:
+    exactly the two InfoNCE directions, averaged (its factor temperature / base_temperature is 1).
+    """
+    return 0.5 * (info_nce(a, b, tau) + info_nce(b, a, tau))
+
+
+def vmf_mean_alignment(mu1: Tensor, mu2: Tensor) -> Tensor:
+    """-E[cos(mu1, mu2)]: the authors' losses.py `kl_vmf`, their stand-in for the symmetrised KL of
+    two von Mises-Fisher posteriors of equal kappa (the KL is kappa * (1 - cos) up to constants)."""
+    return -(F.normalize(mu1, dim=-1) * F.normalize(mu2, dim=-1)).sum(-1).mean()
+
+
+def orthogonality(a: Tensor, b: Tensor) -> Tensor:
+    """|| norm(a)^T norm(b) ||_F over the batch: the authors' losses.py `ortho_loss(norm=True)`,
+    the Frobenius norm of the (d_a, d_b) cross-correlation of the row-normalised embeddings (a
+    sum over the batch, not a mean: it grows with the batch size)."""
+    return torch.linalg.matrix_norm(F.normalize(a, dim=-1).T @ F.normalize(b, dim=-1))
+
+
+def vmf_rsample(loc: Tensor, kappa: float, gen: torch.Generator | None = None) -> Tensor:
+    """One reparameterised sample per row of vMF(loc, kappa) on the unit sphere S^{m-1}.
+
+    Wood's (1994) rejection sampler, as the authors' models.py `VonMisesFisher.rsample`: draw
+    w = <z, e1> by rejection (with their blend b = (m-1)/(4 kappa) for kappa >= 11, a Taylor
+    form that avoids cancellation), a uniform direction v orthogonal to e1, then the Householder
+    reflection that takes e1 to loc. w and v carry no gradient; the reflection does, so the loss
+    reaches loc. Beta((m-1)/2, (m-1)/2) is drawn as A / (A + B) with A, B chi-square with m-1
+    degrees of freedom (sums of squared normals), so every draw comes from `gen`.
+    kappa == 0 returns loc itself (no sampling: the authors' deterministic `simclr` switch).
+
+    Args: loc: (B, m) unit rows, m >= 2; kappa: concentration >= 0; gen: the random stream.
+    """
+    if kappa == 0:
+        return loc
+    B, m = loc.shape
+    if m < 2:
+        raise ValueError(f"vmf_rsample needs rows of width >= 2 (a sphere S^(m-1)), got width {m}")
+    dev, dt = loc.device, loc.dtype
+    rd = gen.device if gen is not None else dev          # draw where the generator lives
+    with torch.no_grad():
+        kap = torch.tensor(float(kappa), dtype=torch.float64)
+        c = torch.sqrt(4 * kap ** 2 + (m - 1) ** 2)
+        b_true = (-2 * kap + c) / (m - 1)
+        b_app = (m - 1) / (4 * kap)
+        s = torch.clamp(kap - 10, 0.0, 1.0)
+        b = b_app * s + b_true * (1 - s)
+        a = (m - 1 + 2 * kap + c) / 4
+        d = (4 * a * b) / (1 + b) - (m - 1) * math.log(m - 1)
+        a, b, d = float(a), float(b), float(d)
+        w = torch.empty(B, dtype=torch.float64, device=rd)
+        todo = torch.ones(B, dtype=torch.bool, device=rd)
+        while todo.any():
+            n = int(todo.sum())
+            chi = torch.randn(2, n, m - 1, generator=gen, dtype=torch.float64, device=rd).pow(2).sum(-1)
+            e = chi[0] / chi[0].add(chi[1])
+            u = torch.rand(n, generator=gen, dtype=torch.float64, device=rd).clamp(1e-20, 1 - 1e-20)
+            w_ = (1 - (1 + b) * e) / (1 - (1 - b) * e)
+            t = (2 * a * b) / (1 - (1 - b) * e)
+            accept = ((m - 1) * t.log() - t + d) > u.log()
+            idx = todo.nonzero().squeeze(1)
+            w[idx[accept]] = w_[accept]
+            todo[idx[accept]] = False
+        v = torch.randn(B, m - 1, generator=gen, dtype=torch.float64, device=rd)
+        v = v / v.norm(dim=-1, keepdim=True)
+        w = w.unsqueeze(1)
+        x = torch.cat([w, (1 - w ** 2).clamp_min(1e-10).sqrt() * v], 1).to(device=dev, dtype=dt)
+    e1 = torch.zeros(m, device=dev, dtype=dt)
+    e1[0] = 1.0
+    h = e1 - loc
+    h = h / (h.norm(dim=-1, keepdim=True) + 1e-5)
+    return x - 2 * (x * h).sum(-1, keepdim=True) * h
+
+
+def _pairs_mean(values: list[Tensor]) -> Tensor:
+    return torch.stack(values).mean()
+
+
+def dssl_step1_loss(z: dict[str, Tensor], mu: dict[str, Tensor], tau: float, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """DisentangledSSL step 1 (the shared encoders): L = InfoNCE(z) + beta * (-cos(mu_m, mu_m')).
+
+    z[m]: modality m's vMF sample around mu[m] (normalised here, as theirs); mu[m]: its encoder's
+    output. InfoNCE is `cross_modal_info_nce` (mean over ordered modality pairs), the alignment
+    the mean over unordered pairs: with two modalities, exactly the authors' algorithms.py
+    `MVInfoMaxModel.forward` (distribution 'vmf', head 'none'). Returns (total, InfoNCE, alignment)."""
+    clip = cross_modal_info_nce({m: F.normalize(v, dim=-1) for m, v in z.items()}, tau)
+    skl = _pairs_mean([vmf_mean_alignment(mu[a], mu[b]) for a, b in itertools.combinations(mu, 2)])
+    return clip + beta * skl, clip, skl
+
+
+def specific_info_nce(private: Tensor, private_v: Tensor, shared_other: Tensor, shared_other_v: Tensor,
+                      tau: float) -> Tensor:
+    """One modality's specific term: InfoNCE_sym between its two augmented views of
+    normalise([private ; the other modality's shared]) (the authors' apdzs=True, usezsx=False:
+    the private part is paired with the *other* modality's shared part)."""
+    j = F.normalize(torch.cat([private, shared_other], 1), dim=-1)
+    jv = F.normalize(torch.cat([private_v, shared_other_v], 1), dim=-1)
+    return symmetric_info_nce(j, jv, tau)
+
+
+def disentangled_specific_terms(p: dict[str, Tensor], pv: dict[str, Tensor], s: dict[str, Tensor],
+                                sv: dict[str, Tensor], tau: float) -> tuple[Tensor, Tensor]:
+    """(specific, ortho) of DisentangledSSL step 2 and JointOpt, from each modality's private part
+    p[m], shared part s[m] and the same of its second view pv[m], sv[m]:
+        specific = sum_m mean_{m' != m} spec(p_m, s_m')          (`specific_info_nce`)
+        ortho = 0.5 sum_m O(p_m, s_m) + 0.5 sum_m O(pv_m, sv_m)   (O = `orthogonality`)
+    With two modalities, the authors' algorithms.py `DisenModel.forward` / `JointDisenModel.forward`
+    (spec(x1) + spec(x2): a sum over modalities, as theirs)."""
+    specific = torch.stack([_pairs_mean([specific_info_nce(p[m], pv[m], s[o], sv[o], tau) for o in s if o != m])
+                            for m in p]).sum()
+    ortho = (0.5 * torch.stack([orthogonality(p[m], s[m]) for m in p]).sum()
+             + 0.5 * torch.stack([orthogonality(pv[m], sv[m]) for m in p]).sum())
+    return specific, ortho
+
+
+def dssl_step2_loss(p, pv, s, sv, tau: float, lmd: float) -> tuple[Tensor, Tensor, Tensor]:
+    """DisentangledSSL step 2 (the specific encoders, the shared ones frozen): specific + lmd * ortho
+    (`disentangled_specific_terms`; the caller detaches the shared parts, as the authors do).
+    Returns (total, specific, ortho)."""
+    specific, ortho = disentangled_specific_terms(p, pv, s, sv, tau)
+    return specific + lmd * ortho, specific, ortho
+
+
+def joint_opt_loss(zs: dict[str, Tensor], zsv: dict[str, Tensor], p, pv, s, sv, tau: float, a: float,
+                   lmd: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """JointOpt: 2 shared / (1 + a) + a specific / (1 + a) + lmd ortho, in one step.
+
+    shared = 0.5 (InfoNCE(zs) + InfoNCE(zsv)), `cross_modal_info_nce` on the vMF samples of both
+    views (not re-normalised: a vMF sample lies on the sphere, and theirs is not either);
+    specific, ortho: `disentangled_specific_terms` on the shared outputs s (not the samples). The
+    authors' algorithms.py `JointDisenModel.forward`. Returns (total, shared, specific, ortho)."""
+    shared = 0.5 * (cross_modal_info_nce(zs, tau) + cross_modal_info_nce(zsv, tau))
+    specific, ortho = disentangled_specific_terms(p, pv, s, sv, tau)
+    return 2 * shared / (1 + a) + a * specific / (1 + a) + lmd * ortho, shared, specific, ortho
+# ---------------------------------------------------------------- end issue 21: DisentangledSSL / JointOpt
+
+
 __all__ = ["info_nce", "intra_modal_info_nce", "cross_modal_info_nce", "supcon_cross", "supcon_loss",
-           "class_mean_directions", "compactness_loss"]
+           "class_mean_directions", "compactness_loss",
+           # issue 21: DisentangledSSL / JointOpt
+           "symmetric_info_nce", "vmf_mean_alignment", "orthogonality", "vmf_rsample", "dssl_step1_loss",
+           "specific_info_nce", "disentangled_specific_terms", "dssl_step2_loss", "joint_opt_loss"]

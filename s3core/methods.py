@@ -11,6 +11,9 @@ chi = rho = top_k = 1, whose single gate is always 1.
   epochs_special + epochs_select epochs: the same budget as S3's two stages.
 - ``supervised``: dense encoders + a linear task head trained on the labels (the supervised
   control), probed at p = 1 on the frozen z like every other method.
+- ``disentangled_ssl`` / ``joint_opt`` (issue 21): the InfoMax baselines of uhlerlab/DisentangledSSL
+  on the same dense encoders, z_m = [shared ; private] (S3Config.z_split), probed at p = 1 on
+  that concatenation (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)").
 - ``raw_probe``: no encoder at all: the same linear probe on the raw input features (each
   modality's mean over its real time steps, concatenated): how far a learned representation is
   from the features it started from.
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from s3core.config import ConfigError, S3Config
-from s3core.stage_specs import SELECTION, SPECIALIZATION, SUPERVISED, Stage
+from s3core.stage_specs import DSSL_SHARED, DSSL_SPECIFIC, JOINT_OPT, SELECTION, SPECIALIZATION, SUPERVISED, Stage
 
 # What a method is to the comparison: the report compares S3 against the others, the ablation
 # against S3 at the same chi, and checks that a synthetic report has a reference.
@@ -111,6 +114,35 @@ def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
              "test_f1": res.test_f1, "l2": res.l2, "kept_fraction": 1.0, "embed_s": embed_s}]
 
 
+# ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
+def _infomax_split(cfg: S3Config) -> dict:
+    """The shared part's width: the trial's z_split, else half of z (the authors' shared and
+    specific embeddings are equally wide, 100 each). weight_decay 0: the authors train with Adam."""
+    return dict(z_split=cfg.z_split or cfg.proj_dim // 2, weight_decay=0.0)
+
+
+def _dssl_config(cfg: S3Config) -> dict:
+    """Dense, equal active parameters; step 1 takes epochs_special, step 2 epochs_select (S3's two
+    stages' split of the same total; the authors' 50 + 30). Idempotent: a config converted once
+    (epochs_select 0) keeps its dssl_epochs_step2."""
+    return {**_dense_equal_budget(cfg, **_infomax_split(cfg)), "epochs_special": cfg.epochs_special,
+            "dssl_epochs_step2": cfg.epochs_select or cfg.dssl_epochs_step2, "epochs_select": 0}
+
+
+def _joint_config(cfg: S3Config) -> dict:
+    """Dense, equal active parameters, one step of epochs_special + epochs_select epochs."""
+    return _dense_equal_budget(cfg, **_infomax_split(cfg))
+
+
+INFOMAX_DISENTANGLED = (
+    Method("disentangled_ssl", (DSSL_SHARED, DSSL_SPECIFIC), config_changes=_dssl_config, sweeps=("batch_size",),
+           label="DisentangledSSL", style=Style("tab:green", "D", "--")),
+    Method("joint_opt", (JOINT_OPT,), config_changes=_joint_config, sweeps=("batch_size",),
+           label="JointOpt", style=Style("tab:brown", "v", "--")),
+)
+# ---------------------------------------------------------------- end issue 21
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
     # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
@@ -123,6 +155,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
            label="linear probe on raw features", evaluate=raw_feature_curve, role="reference"),
+    *INFOMAX_DISENTANGLED,   # issue 21
 )}
 METHOD_NAMES = tuple(METHODS)
 

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s3core.config import S3Config
+from s3core.config import ConfigError, S3Config
 from s3core.distributed import gather_batch, local_share
-from s3core.losses import compactness_loss, cross_modal_info_nce, intra_modal_info_nce, supcon_loss
+from s3core.losses import (compactness_loss, cross_modal_info_nce, dssl_step1_loss, dssl_step2_loss, intra_modal_info_nce,
+                           joint_opt_loss, supcon_loss, vmf_rsample)
 from s3core.tensors import BenchmarkTensors, augment, standardise
 
 
@@ -87,4 +88,81 @@ def supervised_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx
     return F.cross_entropy(logits, labels), {}
 
 
-__all__ = ["special_loss", "select_loss", "supervised_loss"]
+# ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
+# One encoder per modality whose z is [shared ; private] (S3Config.z_split: each part normalised on
+# its own). The math is in s3core.losses; the choices (which parameters train in DisentangledSSL's
+# step 2, the views) in docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)".
+
+def _shared_width(cfg: S3Config, data: BenchmarkTensors) -> int:
+    """z_split, checked: both parts non-empty (the shared one >= 2 wide for the vMF sample), and
+    at least two modalities (the shared part is what they have in common)."""
+    k = cfg.z_split
+    if not 2 <= k < cfg.proj_dim:
+        raise ConfigError(f"the InfoMax baselines need 2 <= z_split < proj_dim ({cfg.proj_dim}), got {k}; "
+                          "run them through their Method (it sets z_split = proj_dim // 2)")
+    if len(data.modalities) < 2:
+        raise ConfigError(f"the InfoMax baselines need >= 2 modalities, the benchmark has {list(data.modalities)}")
+    return k
+
+
+def _two_views(data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """The authors' views: x = aug(x), v = aug(x) (the second augments the first), standardised."""
+    inputs, _ = data["train"].batch(idx)
+    first = augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen)
+    second = augment(first, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen)
+    return standardise(first, data), standardise(second, data)
+
+
+def _gathered_z(model: nn.Module, view, rows, sizes) -> dict[str, torch.Tensor]:
+    return {m: gather_batch(o.z, sizes) for m, o in model(_share(view, rows)).items()}
+
+
+def dssl_shared_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """DisentangledSSL step 1 on one batch: every parameter trains the shared parts z[:, :z_split]
+    (`losses.dssl_step1_loss` on one augmented view, their vMF samples drawn from `gen`)."""
+    k = _shared_width(cfg, data)
+    inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    view = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    z = _gathered_z(model, view, rows, sizes)
+    mu = {m: v[:, :k] for m, v in z.items()}
+    samples = {m: vmf_rsample(v, cfg.infomax_kappa, gen) for m, v in mu.items()}
+    total, clip, align = dssl_step1_loss(samples, mu, cfg.infomax_tau, cfg.dssl_beta)
+    return total, {"clip": clip, "align": align}
+
+
+def dssl_specific_loss(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """DisentangledSSL step 2 on one batch: the private parts z[:, z_split:] learn
+    `losses.dssl_step2_loss` with the shared parts detached (the stage trains only the private
+    rows' layer, stage_specs.is_projection_out_param; the shared rows get a zero gradient)."""
+    k = _shared_width(cfg, data)
+    rows, sizes = local_share(len(idx))
+    view1, view2 = _two_views(data, cfg, idx, gen)
+    z1, z2 = _gathered_z(model, view1, rows, sizes), _gathered_z(model, view2, rows, sizes)
+    s = {m: v[:, :k].detach() for m, v in z1.items()}
+    sv = {m: v[:, :k].detach() for m, v in z2.items()}
+    total, specific, ortho = dssl_step2_loss({m: v[:, k:] for m, v in z1.items()}, {m: v[:, k:] for m, v in z2.items()},
+                                             s, sv, cfg.infomax_tau, cfg.dssl_lambda)
+    return total, {"specific": specific, "ortho": ortho}
+
+
+def joint_opt_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """JointOpt on one batch: every parameter learns `losses.joint_opt_loss` on two views (shared
+    InfoNCE on the vMF samples of both, specific and orthogonality on the parts themselves)."""
+    k = _shared_width(cfg, data)
+    rows, sizes = local_share(len(idx))
+    view1, view2 = _two_views(data, cfg, idx, gen)
+    z1, z2 = _gathered_z(model, view1, rows, sizes), _gathered_z(model, view2, rows, sizes)
+    s, sv = {m: v[:, :k] for m, v in z1.items()}, {m: v[:, :k] for m, v in z2.items()}
+    zs = {m: vmf_rsample(v, cfg.infomax_kappa, gen) for m, v in s.items()}
+    zsv = {m: vmf_rsample(v, cfg.infomax_kappa, gen) for m, v in sv.items()}
+    total, shared, specific, ortho = joint_opt_loss(zs, zsv, {m: v[:, k:] for m, v in z1.items()},
+                                                    {m: v[:, k:] for m, v in z2.items()}, s, sv,
+                                                    cfg.infomax_tau, cfg.joint_a, cfg.joint_lambda)
+    return total, {"shared": shared, "specific": specific, "ortho": ortho}
+# ---------------------------------------------------------------- end issue 21: DisentangledSSL / JointOpt
+
+
+__all__ = ["special_loss", "select_loss", "supervised_loss",
+           # issue 21: DisentangledSSL / JointOpt
+           "dssl_shared_loss", "dssl_specific_loss", "joint_opt_objective"]

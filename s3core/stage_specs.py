@@ -64,4 +64,28 @@ SELECTION = Stage("select", _objective("select_loss"), is_router_param, "lr_sele
                               "select_local_entropy", "select_global_entropy"))
 SUPERVISED = Stage("supervised", _objective("supervised_loss"), every_param, "lr", "epochs_special")
 
-__all__ = ["Stage", "SPECIALIZATION", "SELECTION", "SUPERVISED", "every_param", "is_router_param"]
+
+# ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
+def is_projection_out_param(name: str) -> bool:
+    """DisentangledSSL step 2 trains exactly these: each encoder's last projection layer (its rows
+    make z's parts; the shared rows get a zero gradient, the shared parts being detached, so with
+    weight_decay 0 they stay bit-identical). docs/METHOD_NOTES.md says why this layer."""
+    parts = name.split(".")
+    return parts[0] == "encoders" and parts[-3:-1] == ["head", "2"]
+
+
+# DisentangledSSL: step 1 every parameter on the shared parts, step 2 the private rows with the
+# shared frozen; JointOpt: both at once. Epochs: step 1 epochs_special, step 2 its own field (the
+# method sets it to epochs_select), JointOpt epochs_special (the method adds epochs_select).
+DSSL_SHARED = Stage("dssl_shared", _objective("dssl_shared_loss"), every_param, "lr", "epochs_special",
+                    own_fields=("dssl_beta",))
+DSSL_SPECIFIC = Stage("dssl_specific", _objective("dssl_specific_loss"), is_projection_out_param, "lr",
+                      "dssl_epochs_step2", own_fields=("dssl_lambda", "dssl_epochs_step2"))
+JOINT_OPT = Stage("joint_opt", _objective("joint_opt_objective"), every_param, "lr", "epochs_special",
+                  own_fields=("joint_a", "joint_lambda"))
+# ---------------------------------------------------------------- end issue 21
+
+
+__all__ = ["Stage", "SPECIALIZATION", "SELECTION", "SUPERVISED", "every_param", "is_router_param",
+           # issue 21: DisentangledSSL / JointOpt
+           "DSSL_SHARED", "DSSL_SPECIFIC", "JOINT_OPT", "is_projection_out_param"]
