@@ -87,7 +87,7 @@ def test_step1_is_their_mvinfomax_forward(name):
     close(z2.grad, t["grad_z2"], name + " grad z2")
 
 
-def _parts(t, prefix="", grad=True):
+def _parts(t):
     p1, p1v, p2, p2v = inputs(t, "p1", "p1v", "p2", "p2v")
     p, pv = {"x1": p1, "x2": p2}, {"x1": p1v, "x2": p2v}
     s, sv = {"x1": t["s1"], "x2": t["s2"]}, {"x1": t["s1v"], "x2": t["s2v"]}
@@ -254,3 +254,17 @@ def test_without_a_split_or_a_second_modality_the_objective_says_what_to_do(data
     model = build_model(tensors, cfg, "joint_opt")
     with pytest.raises(ConfigError, match="z_split = proj_dim // 2"):
         joint_opt_objective(model, tensors, cfg, torch.arange(8), torch.Generator().manual_seed(0))
+
+
+def test_the_stage_cache_claims_are_true(data):
+    """A field a stage claims (Stage.own_fields) is read by no other stage: changing step 2's own
+    fields leaves step 1 bit-identical, and changing DisentangledSSL's fields leaves JointOpt so."""
+    def state(name, **changes):
+        res = run_trial(data, S3Config(**{**SMALL, **changes}), name, progress=False)
+        return res.model.state_dict(), [{k: v for k, v in h.items() if k != "time_s"} for h in res.history]
+
+    def same(a, b):
+        assert a[1] == b[1] and all(torch.equal(v, b[0][k]) for k, v in a[0].items())
+
+    same(state("disentangled_ssl", epochs_select=0), state("disentangled_ssl", epochs_select=0, dssl_lambda=2.0))
+    same(state("joint_opt"), state("joint_opt", dssl_beta=3.0, dssl_lambda=2.0, dssl_epochs_step2=5))
