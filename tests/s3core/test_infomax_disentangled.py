@@ -1,23 +1,28 @@
 """DisentangledSSL and JointOpt (issue 21): the losses equal the authors' code, the methods train
-through the pipeline, every new config field moves the loss, bad values are one-line errors.
+through the pipeline, every new config field moves the loss, bad values are one-line errors, and
+2 data-parallel workers give 1 process's loss and gradients (`slow`: two spawned interpreters).
 
 The fixtures are the authors' own code run on fixed tensors (uhlerlab/DisentangledSSL at the commit
 in disentangled_fixtures.json; fixtures/infomax/make_disentangled_fixtures.py says how)."""
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from s3core.config import ConfigError, S3Config
 from s3core.data import SyntheticConfig, make_synthetic
+from s3core.distributed import all_reduce_grads
 from s3core.losses import (dssl_step1_loss, dssl_step2_loss, joint_opt_loss, orthogonality, symmetric_info_nce,
                            vmf_mean_alignment, vmf_rsample)
 from s3core.methods import METHOD_NAMES, get_method
 from s3core.objectives import dssl_shared_loss, dssl_specific_loss, joint_opt_objective
 from s3core.pipeline import build_model, method_stages, run_trial
+from s3core.stages import epoch_generator
 from s3core.tensors import standardise, to_tensors
 
 FIX = Path(__file__).parent / "fixtures" / "infomax"
@@ -268,3 +273,45 @@ def test_the_stage_cache_claims_are_true(data):
 
     same(state("disentangled_ssl", epochs_select=0), state("disentangled_ssl", epochs_select=0, dssl_lambda=2.0))
     same(state("joint_opt"), state("joint_opt", dssl_beta=3.0, dssl_lambda=2.0, dssl_epochs_step2=5))
+
+
+# ------------------------------------------------------------------------------ data parallel
+
+DDP_CFG = get_method("joint_opt").config(S3Config(d_model=16, n_layers=2, n_heads=2, d_ff=32, proj_dim=8, batch_size=21,
+                                                  epoch_probe=False, aug_noise=0.3, aug_step_drop=0.3))
+
+
+def _ddp_grads(name: str, world: int) -> dict:
+    """Loss and gradients of one batch of 21 (shares of 11 and 10), as tests/s3core/test_distributed.py."""
+    data = to_tensors(make_synthetic(SyntheticConfig(n_train=63, n_valid=16, n_test=16, seq_len=5, dims=(6, 7),
+                                                     pad_fraction=0.4, seed=2)))
+    torch.manual_seed(0)
+    model = build_model(data, DDP_CFG, "joint_opt")
+    loss, _ = OBJECTIVES[name](model, data, DDP_CFG, torch.arange(5, 26), epoch_generator(0, "special", 0, "cpu"))
+    loss.backward()
+    if world > 1:
+        all_reduce_grads(list(model.parameters()))
+    return {"loss": loss.detach(), **{n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}}
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save({name: _ddp_grads(name, world) for name in OBJECTIVES}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_whole_batch_loss_and_gradients(tmp_path):
+    """The vMF samples and views are drawn after the gather, from the same stream on every worker."""
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    for name in OBJECTIVES:
+        single = _ddp_grads(name, 1)
+        for rank in range(2):
+            got = torch.load(tmp_path / f"rank{rank}.pt")[name]
+            assert set(got) == set(single), name
+            for key in single:
+                torch.testing.assert_close(got[key], single[key], rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
