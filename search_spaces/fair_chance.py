@@ -7,7 +7,7 @@ Command:  python scripts/fair_chance.py search --root fair_chance --num-samples 
 Choosing: the objective is each trial's validation accuracy at its validation-chosen p (as in the
           `search` preset); the winner is the setting with the best mean of that objective over the
           three data seeds: re-run each study's best 3 settings on the other two data seeds
-          (--preset evidence_s3 --set ...), never looking at test accuracy. The held-out study then runs
+          (--preset fair_chance_confirm --set ...), never looking at test accuracy. The held-out study then runs
           the winner and today's defaults on data seeds 3-7 ('entangled' and 'localized').
 Runtime:  num_samples trials per data seed (24 here, 16 in the study that ran: docs/RESULTS.md); an S3
           trial at these settings took 66-80 s on the 2-core machine with two trials at once.
@@ -15,7 +15,7 @@ Expected: written before any run: if the paper's mechanism needs confident routi
           that dominates the residual, the search moves towards large entropy weights, gate
           renormalisation or gate-mass pooling, and its winner's curve rises below p = 1 on
           'entangled' (the raw probe's input-masking headroom there is +9 points, seed 0).
-Fixed for cost, before any result: epochs 3 + 2, one layer, chi 4, epoch_probe off, 6 keep-ratios.
+Fixed for cost, before any result: epochs 3 + 2, chi 4, epoch_probe off, 6 keep-ratios.
 """
 
 
