@@ -114,6 +114,16 @@ def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
              "test_f1": res.test_f1, "l2": res.l2, "kept_fraction": 1.0, "embed_s": embed_s}]
 
 
+# The paper's silent choices (issue 20) that each baseline follows when a grid sweeps them
+# (docs/METHOD_NOTES.md): the ablation is S3 without Stage 2, so it follows every field that Stage 1 or
+# Stage 3 reads; a dense encoder (chi = rho = top_k = 1: one expert whose gate is always 1) has no
+# routing to renormalise, initialise or regularise, so only depth, norm placement and pooling change it
+# (tests/s3core/test_silent_choices.py checks both directions).
+STAGE1_SILENT_CHOICES = ("n_layers", "special_local_entropy", "special_global_entropy", "gate_renorm",
+                         "pooling", "norm_placement", "router_init_std")
+DENSE_SILENT_CHOICES = ("n_layers", "pooling", "norm_placement")
+
+
 # ---------------------------------------------------------------- issue 21: DisentangledSSL / JointOpt
 def _infomax_split(cfg: S3Config) -> dict:
     """The shared part's width: the trial's z_split, else half of z (the authors' shared and
@@ -135,9 +145,9 @@ def _joint_config(cfg: S3Config) -> dict:
 
 
 INFOMAX_DISENTANGLED = (
-    Method("disentangled_ssl", (DSSL_SHARED, DSSL_SPECIFIC), config_changes=_dssl_config, sweeps=("batch_size",),
-           label="DisentangledSSL", style=Style("tab:green", "D", "--")),
-    Method("joint_opt", (JOINT_OPT,), config_changes=_joint_config, sweeps=("batch_size",),
+    Method("disentangled_ssl", (DSSL_SHARED, DSSL_SPECIFIC), config_changes=_dssl_config,
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="DisentangledSSL", style=Style("tab:green", "D", "--")),
+    Method("joint_opt", (JOINT_OPT,), config_changes=_joint_config, sweeps=("batch_size", *DENSE_SILENT_CHOICES),
            label="JointOpt", style=Style("tab:brown", "v", "--")),
 )
 # ---------------------------------------------------------------- end issue 21
@@ -146,11 +156,13 @@ INFOMAX_DISENTANGLED = (
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
     # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
-    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size"), label="s3 without Stage 2",
+    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size", *STAGE1_SILENT_CHOICES),
+           label="s3 without Stage 2",
            role="ablation", style=Style("tab:gray", "^", "-.")),
     Method("clip", (SPECIALIZATION,), config_changes=lambda cfg: _dense_equal_budget(cfg, lambda_rep=0.0),
-           sweeps=("batch_size",), label="clip", style=Style("black", "s", "--", compute_line=True)),
-    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="clip", style=Style("black", "s", "--", compute_line=True)),
+    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head,
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES),
            label="supervised (upper bound)", style=Style("tab:purple", "s", ":")),
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
