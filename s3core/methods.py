@@ -11,6 +11,8 @@ chi = rho = top_k = 1, whose single gate is always 1.
   epochs_special + epochs_select epochs: the same budget as S3's two stages.
 - ``supervised``: dense encoders + a linear task head trained on the labels (the supervised
   control), probed at p = 1 on the frozen z like every other method.
+- ``focal``, ``factorcl``: the InfoMax baselines FOCAL and FactorCL-SSL (issue 21) on the same
+  dense encoders, probed at p = 1 (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)").
 - ``raw_probe``: no encoder at all: the same linear probe on the raw input features (each
   modality's mean over its real time steps, concatenated): how far a learned representation is
   from the features it started from.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from s3core.config import ConfigError, S3Config
-from s3core.stage_specs import SELECTION, SPECIALIZATION, SUPERVISED, Stage
+from s3core.stage_specs import FACTORCL, FOCAL, SELECTION, SPECIALIZATION, SUPERVISED, Stage
 
 # What a method is to the comparison: the report compares S3 against the others, the ablation
 # against S3 at the same chi, and checks that a synthetic report has a reference.
@@ -53,7 +55,9 @@ class Method:
         name: the registry key, logged as the MLflow tag ``s3.method``.
         stages: the training stages in order; Stage 3 (sparsify + probe) always follows.
         config_changes: cfg -> {field: value} the method trains with instead of the trial's.
-        head: (embedding width, num classes) -> a module trained with the encoders, or None.
+        head: (embedding width, num classes, config) -> a module trained with the encoders (stored
+            as model.task_head: the supervised control's classifier, FactorCL's critics), or None.
+            Not an encoder: the probe never sees it, and it counts in no active-parameter budget.
         sweeps: the grid fields this method is run over (None: every field of the grid; ()
             once per benchmark and seed with the base config).
         label: how plots and tables name it.
@@ -66,7 +70,7 @@ class Method:
     name: str
     stages: tuple[Stage, ...]
     config_changes: Callable[[S3Config], dict] = lambda cfg: {}
-    head: Callable[[int, int], nn.Module] | None = None
+    head: Callable[[int, int, S3Config], nn.Module] | None = None
     sweeps: tuple[str, ...] | None = None
     label: str = ""
     evaluate: Callable | None = None
@@ -89,9 +93,17 @@ def _dense_equal_budget(cfg: S3Config, **more) -> dict:
                 epochs_special=cfg.epochs_special + cfg.epochs_select, epochs_select=0, **more)
 
 
-def _linear_head(width: int, num_classes: int) -> nn.Module:
+def _linear_head(width: int, num_classes: int, cfg: S3Config) -> nn.Module:
     from torch import nn   # torch: loaded when a model is built, so the registry loads without it
     return nn.Linear(width, num_classes)
+
+
+# ---- issue 21: FOCAL / FactorCL
+def _factorcl_critics(width: int, num_classes: int, cfg: S3Config) -> nn.Module:
+    """FactorCL-SSL's six critics (train-only; s3core.objectives.FactorCLCritics)."""
+    from s3core.objectives import FactorCLCritics   # torch: loaded when a model is built, not with the registry
+    return FactorCLCritics(cfg)
+# ---- end issue 21: FOCAL / FactorCL
 
 
 def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
@@ -120,6 +132,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            sweeps=("batch_size",), label="clip", style=Style("black", "s", "--", compute_line=True)),
     Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
            label="supervised (upper bound)", style=Style("tab:purple", "s", ":")),
+    # ---- issue 21: FOCAL / FactorCL (InfoMax baselines; docs/METHOD_NOTES.md "InfoMax baselines (issue 21)")
+    # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
+    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
+           sweeps=("batch_size",), label="FOCAL", style=Style("tab:orange", "v", "--")),
+    # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
+    Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
+           sweeps=("batch_size",), label="FactorCL-SSL", style=Style("tab:brown", "P", "--")),
+    # ---- end issue 21: FOCAL / FactorCL
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
            label="linear probe on raw features", evaluate=raw_feature_curve, role="reference"),

@@ -121,3 +121,96 @@ def test_factorcl_club_critics_learning_loss_equals_the_authors_and_its_critic_g
         grads = torch.autograd.grad(learning, list(params.values()), retain_graph=True)
         for (key, _), g in zip(params.items(), grads):
             np.testing.assert_allclose(g.numpy(), fx[f"learning_grad/{name}/{key}"], **TOL, err_msg=f"{name}.{key}")
+
+
+# ------------------------------------------------------------------ the methods, through the pipeline
+
+TINY = dict(d_model=16, n_heads=2, d_ff=32, proj_dim=10, batch_size=32, keep_ratios=(1.0, 0.5), probe_l2=(1e-2,),
+            epoch_probe=False, epochs_special=1, epochs_select=1, factorcl_critic_hidden=16, diagnostics=False)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    torch.set_num_threads(1)
+    return make_synthetic(SyntheticConfig(n_train=96, n_valid=48, n_test=48, seq_len=4))
+
+
+@pytest.mark.parametrize("method", ["focal", "factorcl"])
+def test_each_method_trains_through_the_pipeline_and_is_probed_at_p_1(bench, method):
+    res = run_trial(bench, S3Config(**TINY), method, progress=False)
+    assert [h["stage"] for h in res.history] == [method, method]       # epochs_special + epochs_select
+    assert [r["keep_ratio"] for r in res.curve] == [1.0]
+    assert 0.0 <= res.curve[0]["test_acc"] <= 1.0
+    assert all(math.isfinite(h["loss"]) for h in res.history)
+    cfg = get_method(method).config(S3Config(**TINY))
+    assert (cfg.chi, cfg.rho, cfg.top_k) == (1, 1, None)                 # the dense, equal-budget encoder
+    assert cfg.z_split == (5 if method == "focal" else 0)
+
+
+def test_focal_z_is_a_shared_and_a_private_part_each_on_its_sphere(bench):
+    cfg = get_method("focal").config(S3Config(**TINY))
+    model = build_model(bench, cfg, "focal")
+    data = to_tensors(bench)
+    inputs, _ = data["train"].batch(torch.arange(8))
+    z = model(inputs)[data.modalities[0]].z
+    np.testing.assert_allclose(z[:, :5].norm(dim=1).detach().numpy(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(z[:, 5:].norm(dim=1).detach().numpy(), 1.0, rtol=1e-5)
+    assert model.task_head is None
+
+
+def test_factorcl_critics_are_a_train_only_head_outside_the_encoders(bench):
+    cfg = get_method("factorcl").config(S3Config(**TINY))
+    model = build_model(bench, cfg, "factorcl")
+    assert isinstance(model.task_head, FactorCLCritics)
+    assert sorted(model.task_head.critics) == sorted(losses.FACTORCL_CRITICS)
+    assert not any(n.startswith("task_head") for n, _ in model.encoders.named_parameters())
+
+
+def _loss(method: str, bench, **changes) -> float:
+    cfg = get_method(method).config(S3Config(**TINY)).replace(**changes).validate()
+    data = to_tensors(bench)
+    model = build_model(data, cfg, method)
+    fn = focal_objective if method == "focal" else factorcl_objective
+    total, _ = fn(model, data, cfg, torch.arange(32), torch.Generator().manual_seed(0))
+    return total.item()
+
+
+FIELD_CHANGES = {"focal_tau": ("focal", 0.5), "focal_shared_weight": ("focal", 2.0),
+                 "focal_private_weight": ("focal", 2.0), "focal_orth_weight": ("focal", 0.5),
+                 "focal_rank_weight": ("focal", 1.0), "focal_rank_margin": ("focal", 3.0),
+                 "focal_seq_len": ("focal", 3), "factorcl_critic_hidden": ("factorcl", 8),
+                 "factorcl_critic_layers": ("factorcl", 2)}
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
+def test_each_new_config_field_changes_the_loss(bench, field):
+    method, value = FIELD_CHANGES[field]
+    base = {"focal_seq_len": 2} if field.startswith("focal_rank") else {}   # the rank term needs sequences
+    assert _loss(method, bench, **base, **{field: value}) != _loss(method, bench, **base), field
+
+
+def test_the_new_fields_are_listed_as_their_stages_own_for_the_stage_cache():
+    from s3core.stage_specs import FACTORCL, FOCAL
+    assert set(FOCAL.own_fields) | set(FACTORCL.own_fields) == set(FIELD_CHANGES)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("focal_tau", 0.0, "focal_tau must be a positive number"),
+    ("focal_orth_weight", -1.0, "focal_orth_weight must be a number >= 0"),
+    ("focal_rank_margin", float("nan"), "focal_rank_margin must be a number >= 0"),
+    ("focal_seq_len", 0, "focal_seq_len must be an integer >= 1"),
+    ("factorcl_critic_hidden", 0, "factorcl_critic_hidden must be an integer >= 1"),
+    ("factorcl_critic_layers", -1, "factorcl_critic_layers must be an integer >= 0"),
+])
+def test_bad_values_are_one_line_errors(field, value, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        S3Config(**{field: value}).validate()
+    assert "\n" not in str(err.value)
+
+
+def test_factorcl_refuses_other_than_two_modalities_and_a_too_narrow_z():
+    three = make_synthetic(SyntheticConfig(n_train=64, n_valid=32, n_test=32, seq_len=4, dims=(6, 6, 6)))
+    with pytest.raises(ConfigError, match="two modalities"):
+        run_trial(three, S3Config(**TINY), "factorcl", progress=False)
+    with pytest.raises(ConfigError, match="proj_dim must be >= 5"):
+        FactorCLCritics(S3Config(proj_dim=4))
