@@ -214,3 +214,15 @@ def test_factorcl_refuses_other_than_two_modalities_and_a_too_narrow_z():
         run_trial(three, S3Config(**TINY), "factorcl", progress=False)
     with pytest.raises(ConfigError, match="proj_dim must be >= 5"):
         FactorCLCritics(S3Config(proj_dim=4))
+
+
+def test_factorcls_published_figures_sit_beside_ours_labelled_with_their_source():
+    from orchestrator import paper_numbers
+
+    published = {"mosei": (74.88, 71.03), "mosi": (52.91, 46.21), "urfunny": (60.50, 50.09), "mustard": (55.80, 53.48)}
+    for bench, (ssl, simclr) in published.items():
+        ours = paper_numbers.paper_number(bench, "factorcl", 1, paper_numbers.BEST)
+        assert ours.accuracy == ssl and "FactorCL paper" in ours.source and "arXiv:2306.05268" in ours.source
+        other = [n for n in paper_numbers.paper_numbers_for(bench) if n.method == "simclr"]
+        assert [n.accuracy for n in other] == [simclr]
+    assert paper_numbers.paper_number("mosei", "clip", 1, paper_numbers.BEST).source == "S3 paper"
