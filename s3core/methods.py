@@ -123,14 +123,25 @@ def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
              "test_f1": res.test_f1, "l2": res.l2, "kept_fraction": 1.0, "embed_s": embed_s}]
 
 
+# The paper's silent choices (issue 20) that each baseline follows when a grid sweeps them
+# (docs/METHOD_NOTES.md): the ablation is S3 without Stage 2, so it follows every field that Stage 1 or
+# Stage 3 reads; a dense encoder (chi = rho = top_k = 1: one expert whose gate is always 1) has no
+# routing to renormalise, initialise or regularise, so only depth, norm placement and pooling change it
+# (tests/s3core/test_silent_choices.py checks both directions).
+STAGE1_SILENT_CHOICES = ("n_layers", "special_local_entropy", "special_global_entropy", "gate_renorm",
+                         "pooling", "norm_placement", "router_init_std")
+DENSE_SILENT_CHOICES = ("n_layers", "pooling", "norm_placement")
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
     # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
-    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size"), label="s3 without Stage 2",
+    Method("s3_no_select", (SPECIALIZATION,), sweeps=("chi", "batch_size", *STAGE1_SILENT_CHOICES),
+           label="s3 without Stage 2",
            role="ablation", style=Style("tab:gray", "^", "-.")),
     Method("clip", (SPECIALIZATION,), config_changes=lambda cfg: _dense_equal_budget(cfg, lambda_rep=0.0),
-           sweeps=("batch_size",), label="clip", style=Style("black", "s", "--", compute_line=True)),
-    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head, sweeps=("batch_size",),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="clip", style=Style("black", "s", "--", compute_line=True)),
+    Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head,
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES),
            label="supervised (upper bound)", style=Style("tab:purple", "s", ":")),
     # ---- issue 21: FOCAL / FactorCL (InfoMax baselines; docs/METHOD_NOTES.md "InfoMax baselines (issue 21)")
     # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]

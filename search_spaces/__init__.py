@@ -19,7 +19,8 @@ import dataclasses
 import importlib
 from typing import Callable
 
-PRESETS = ("smoke", "default", "paper", "search", "evidence", "evidence_s3", "fair_chance")
+PRESETS = ("smoke", "default", "paper", "search", "evidence", "evidence_s3", "fair_chance", "fair_chance_confirm",
+           "fair_chance_heldout")
 
 
 class PresetError(ValueError):

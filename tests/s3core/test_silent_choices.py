@@ -93,3 +93,29 @@ def test_bad_values_are_refused_in_one_line(change):
     with pytest.raises(ConfigError) as err:
         TINY.replace(**change).validate()
     assert "\n" not in str(err.value) and next(iter(change)) in str(err.value)
+
+
+SILENT = {"special_local_entropy": 1.0, "special_global_entropy": 1.0, "gate_renorm": True, "pooling": "last",
+          "norm_placement": "post", "router_init_std": 0.5, "n_layers": 1}
+
+
+@pytest.mark.parametrize("method", ["clip", "supervised"])
+@pytest.mark.parametrize("field", sorted(SILENT))
+def test_a_dense_method_sweeps_exactly_the_silent_choices_that_change_it(data, method, field):
+    """The registry's sweeps (issue 20): a dense encoder (one expert, gate 1) changes with depth,
+    norm placement and pooling, and not at all with the routing fields, so a grid over those runs
+    it once, not once per value."""
+    from s3core.methods import get_method
+
+    m = get_method(method)
+
+    def run(cfg):
+        cfg = m.config(cfg)
+        torch.manual_seed(0)
+        model = build_model(data, cfg, method)
+        total, _ = m.stages[0].loss(model, data, cfg, torch.arange(32), epoch_generator(0, "t", 0, "cpu"))
+        return total.detach(), _z(data, cfg)
+
+    (l0, z0), (l1, z1) = run(TINY), run(TINY.replace(**{field: SILENT[field]}))
+    changes = not (torch.equal(l0, l1) and torch.equal(z0, z1))
+    assert changes == (field in m.sweeps), (field, m.sweeps)
