@@ -146,10 +146,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # ---- issue 21: FOCAL / FactorCL (InfoMax baselines; docs/METHOD_NOTES.md "InfoMax baselines (issue 21)")
     # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
     Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
-           sweeps=("batch_size",), label="FOCAL", style=Style("tab:orange", "v", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", style=Style("tab:orange", "v", "--")),
     # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
     Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
-           sweeps=("batch_size",), label="FactorCL-SSL", style=Style("tab:brown", "P", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", style=Style("tab:brown", "P", "--")),
     # ---- end issue 21: FOCAL / FactorCL
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
