@@ -226,3 +226,15 @@ def test_factorcls_published_figures_sit_beside_ours_labelled_with_their_source(
         other = [n for n in paper_numbers.paper_numbers_for(bench) if n.method == "simclr"]
         assert [n.accuracy for n in other] == [simclr]
     assert paper_numbers.paper_number("mosei", "clip", 1, paper_numbers.BEST).source == "S3 paper"
+
+
+def test_focal_windows_are_contiguous_and_sample_major_as_the_authors_sequences():
+    from s3core.objectives import windows
+
+    x = torch.arange(2 * 5 * 1, dtype=torch.float32).reshape(2, 5, 1)          # B = 2 samples, T = 5 steps
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    wx, wm = windows({"m": (x, mask)}, 2)["m"]
+    assert wx.shape == (4, 3, 1)                                               # ceil(5 / 2) = 3 steps each
+    assert wx[:, :, 0].tolist() == [[0, 1, 2], [3, 4, 0], [5, 6, 7], [8, 9, 0]]  # row b * S + s
+    assert wm.tolist() == [[True] * 3, [True, True, False], [True] * 3, [True, True, False]]
+    assert windows({"m": (x, mask)}, 1)["m"][0] is x
