@@ -132,6 +132,18 @@ STAGE1_SILENT_CHOICES = ("n_layers", "special_local_entropy", "special_global_en
                          "pooling", "norm_placement", "router_init_std")
 DENSE_SILENT_CHOICES = ("n_layers", "pooling", "norm_placement")
 
+# ---------------------------------------------------------------- issue 21: FOCAL / FactorCL
+# InfoMax baselines (docs/METHOD_NOTES.md "InfoMax baselines (issue 21)"), dense, equal budget as clip.
+INFOMAX_FOCAL_FACTORCL = (
+    # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
+    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", style=Style("tab:red", "<", "--")),
+    # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
+    Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", style=Style("tab:pink", "P", "--")),
+)
+# ---------------------------------------------------------------- end issue 21: FOCAL / FactorCL
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
     # baselines are tuned like S3 (issue 9.5): the same batch sizes, and the ablation the same chi and p
@@ -143,17 +155,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("supervised", (SUPERVISED,), config_changes=_dense_equal_budget, head=_linear_head,
            sweeps=("batch_size", *DENSE_SILENT_CHOICES),
            label="supervised (upper bound)", style=Style("tab:purple", "s", ":")),
-    # ---- issue 21: FOCAL / FactorCL (InfoMax baselines; docs/METHOD_NOTES.md "InfoMax baselines (issue 21)")
-    # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
-    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", style=Style("tab:orange", "v", "--")),
-    # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
-    Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", style=Style("tab:brown", "P", "--")),
-    # ---- end issue 21: FOCAL / FactorCL
     # no encoder at all: chi 1 (no experts) in its logged config, so no table shows it a granularity
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
            label="linear probe on raw features", evaluate=raw_feature_curve, role="reference"),
+    *INFOMAX_FOCAL_FACTORCL,   # issue 21: FOCAL / FactorCL
 )}
 METHOD_NAMES = tuple(METHODS)
 
