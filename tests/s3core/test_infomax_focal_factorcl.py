@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from orchestrator import paper_numbers
 from s3core import losses
 from s3core.config import ConfigError, S3Config
 from s3core.data import SyntheticConfig, make_synthetic
 from s3core.methods import get_method
-from s3core.objectives import FactorCLCritics, factorcl_objective, focal_objective
+from s3core.objectives import FactorCLCritics, factorcl_objective, focal_objective, windows
 from s3core.pipeline import build_model, run_trial
+from s3core.stage_specs import FACTORCL, FOCAL
 from s3core.tensors import to_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures" / "infomax"
@@ -190,7 +192,6 @@ def test_each_new_config_field_changes_the_loss(bench, field):
 
 
 def test_the_new_fields_are_listed_as_their_stages_own_for_the_stage_cache():
-    from s3core.stage_specs import FACTORCL, FOCAL
     assert set(FOCAL.own_fields) | set(FACTORCL.own_fields) == set(FIELD_CHANGES)
 
 
@@ -217,8 +218,6 @@ def test_factorcl_refuses_other_than_two_modalities_and_a_too_narrow_z():
 
 
 def test_factorcls_published_figures_sit_beside_ours_labelled_with_their_source():
-    from orchestrator import paper_numbers
-
     published = {"mosei": (74.88, 71.03), "mosi": (52.91, 46.21), "urfunny": (60.50, 50.09), "mustard": (55.80, 53.48)}
     for bench, (ssl, simclr) in published.items():
         ours = paper_numbers.paper_number(bench, "factorcl", 1, paper_numbers.BEST)
@@ -229,8 +228,6 @@ def test_factorcls_published_figures_sit_beside_ours_labelled_with_their_source(
 
 
 def test_focal_windows_are_contiguous_and_sample_major_as_the_authors_sequences():
-    from s3core.objectives import windows
-
     x = torch.arange(2 * 5 * 1, dtype=torch.float32).reshape(2, 5, 1)          # B = 2 samples, T = 5 steps
     mask = torch.ones(2, 5, dtype=torch.bool)
     wx, wm = windows({"m": (x, mask)}, 2)["m"]
