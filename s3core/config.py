@@ -156,6 +156,21 @@ class S3Config:
                                     # of the same total; theirs 50 + 30)
     joint_a: float = 1.0            # JointOpt: 2 shared/(1+a) + a specific/(1+a) (jointdisen_mp.py --start_a 1)
     joint_lambda: float = 0.0       # JointOpt: weight of the orthogonality term (--lmd_start 0)
+    # --- issue 21: FOCAL / FactorCL (the InfoMax baselines `focal`, `factorcl`; docs/METHOD_NOTES.md,
+    # "InfoMax baselines (issue 21)"). Defaults are the authors': FOCAL's src/data/MOD.yaml (FOCAL
+    # block, SW_Transformer temperature) at tomoyoshki/focal f6a989e; FactorCL's FactorCLSSL at
+    # pliang279/FactorCL 0f9f740 (critic_hidden_dim 512, critic_layers 1). ---
+    focal_tau: float = 0.07              # temperature of FOCAL's shared and private NT-Xent
+    focal_shared_weight: float = 1.0     # shared_contrastive_loss_weight: cross-modal, shared halves
+    focal_private_weight: float = 1.0    # private_contrastive_loss_weight: two views, private halves
+    focal_orth_weight: float = 3.0       # orthogonal_loss_weight: shared _|_ private, private _|_ private
+    focal_rank_weight: float = 5.0       # rank_loss_weight: the temporal constraint (needs focal_seq_len > 1)
+    focal_rank_margin: float = 1.0       # inter_rank_margin of that ranking loss
+    focal_seq_len: int = 1               # S: each sample cut into S contiguous windows, FOCAL's "sequence"
+                                    # (authors: 4 consecutive samples from their sequence sampler; our
+                                    # samples are single clips, so 1: no temporal term; METHOD_NOTES.md)
+    factorcl_critic_hidden: int = 512    # hidden width of FactorCL's concat critics (InfoNCE and NCE-CLUB)
+    factorcl_critic_layers: int = 1      # hidden-to-hidden layers of those critics (their mlp's `layers`)
 
     def moe(self) -> MoEConfig:
         return MoEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MoEConfig)})
@@ -221,6 +236,7 @@ class S3Config:
         check_device(self.device)
         _check_silent_choices(self)
         _check_infomax(self)
+        _check_infomax_fields(self)
         return self
 
 
@@ -302,6 +318,23 @@ def _check_infomax(cfg: "S3Config") -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise ConfigError(f"dssl_epochs_step2 must be an integer >= 0, got {v!r}")
 # ---------------------------------------------------------------- end issue 21
+def _check_infomax_fields(cfg: "S3Config") -> None:
+    """validate()'s checks of the issue-21 FOCAL / FactorCL fields."""
+    v = cfg.focal_tau
+    if not (_is_number(v) and math.isfinite(v) and v > 0):
+        raise ConfigError(f"focal_tau must be a positive number, got {v!r}")
+    for name in ("focal_shared_weight", "focal_private_weight", "focal_orth_weight", "focal_rank_weight",
+                 "focal_rank_margin"):
+        v = getattr(cfg, name)
+        if not (_is_number(v) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+    for name in ("focal_seq_len", "factorcl_critic_hidden"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+    v = cfg.factorcl_critic_layers
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"factorcl_critic_layers must be an integer >= 0, got {v!r}")
 
 
 def check_keep_ratio(p: float) -> float:

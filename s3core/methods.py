@@ -14,6 +14,8 @@ chi = rho = top_k = 1, whose single gate is always 1.
 - ``disentangled_ssl`` / ``joint_opt`` (issue 21): the InfoMax baselines of uhlerlab/DisentangledSSL
   on the same dense encoders, z_m = [shared ; private] (S3Config.z_split), probed at p = 1 on
   that concatenation (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)").
+- ``focal``, ``factorcl``: the InfoMax baselines FOCAL and FactorCL-SSL (issue 21) on the same
+  dense encoders, probed at p = 1 (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)").
 - ``raw_probe``: no encoder at all: the same linear probe on the raw input features (each
   modality's mean over its real time steps, concatenated): how far a learned representation is
   from the features it started from.
@@ -27,7 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from s3core.config import ConfigError, S3Config
-from s3core.stage_specs import DSSL_SHARED, DSSL_SPECIFIC, JOINT_OPT, SELECTION, SPECIALIZATION, SUPERVISED, Stage
+from s3core.stage_specs import (DSSL_SHARED, DSSL_SPECIFIC, FACTORCL, FOCAL, JOINT_OPT, SELECTION, SPECIALIZATION,
+                                SUPERVISED, Stage)
 
 # What a method is to the comparison: the report compares S3 against the others, the ablation
 # against S3 at the same chi, and checks that a synthetic report has a reference.
@@ -56,7 +59,9 @@ class Method:
         name: the registry key, logged as the MLflow tag ``s3.method``.
         stages: the training stages in order; Stage 3 (sparsify + probe) always follows.
         config_changes: cfg -> {field: value} the method trains with instead of the trial's.
-        head: (embedding width, num classes) -> a module trained with the encoders, or None.
+        head: (embedding width, num classes, config) -> a module trained with the encoders (stored
+            as model.task_head: the supervised control's classifier, FactorCL's critics), or None.
+            Not an encoder: the probe never sees it, and it counts in no active-parameter budget.
         sweeps: the grid fields this method is run over (None: every field of the grid; ()
             once per benchmark and seed with the base config).
         label: how plots and tables name it.
@@ -69,7 +74,7 @@ class Method:
     name: str
     stages: tuple[Stage, ...]
     config_changes: Callable[[S3Config], dict] = lambda cfg: {}
-    head: Callable[[int, int], nn.Module] | None = None
+    head: Callable[[int, int, S3Config], nn.Module] | None = None
     sweeps: tuple[str, ...] | None = None
     label: str = ""
     evaluate: Callable | None = None
@@ -92,9 +97,17 @@ def _dense_equal_budget(cfg: S3Config, **more) -> dict:
                 epochs_special=cfg.epochs_special + cfg.epochs_select, epochs_select=0, **more)
 
 
-def _linear_head(width: int, num_classes: int) -> nn.Module:
+def _linear_head(width: int, num_classes: int, cfg: S3Config) -> nn.Module:
     from torch import nn   # torch: loaded when a model is built, so the registry loads without it
     return nn.Linear(width, num_classes)
+
+
+# ---- issue 21: FOCAL / FactorCL
+def _factorcl_critics(width: int, num_classes: int, cfg: S3Config) -> nn.Module:
+    """FactorCL-SSL's six critics (train-only; s3core.objectives.FactorCLCritics)."""
+    from s3core.objectives import FactorCLCritics   # torch: loaded when a model is built, not with the registry
+    return FactorCLCritics(cfg)
+# ---- end issue 21: FOCAL / FactorCL
 
 
 def raw_feature_curve(data, cfg: S3Config) -> list[dict]:
@@ -152,6 +165,17 @@ INFOMAX_DISENTANGLED = (
 )
 # ---------------------------------------------------------------- end issue 21
 
+# ---------------------------------------------------------------- issue 21: FOCAL / FactorCL
+# InfoMax baselines (docs/METHOD_NOTES.md "InfoMax baselines (issue 21)"), dense, equal budget as clip.
+INFOMAX_FOCAL_FACTORCL = (
+    # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
+    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", style=Style("tab:red", "<", "--")),
+    # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
+    Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", style=Style("tab:pink", "P", "--")),
+)
+# ---------------------------------------------------------------- end issue 21: FOCAL / FactorCL
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("s3", (SPECIALIZATION, SELECTION), sweeps=None, label="S3", role="s3", style=Style(marker="o", linestyle="-")),
@@ -168,6 +192,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("raw_probe", (), config_changes=lambda cfg: dict(keep_ratios=(1.0,), chi=1, rho=1, top_k=None), sweeps=(),
            label="linear probe on raw features", evaluate=raw_feature_curve, role="reference"),
     *INFOMAX_DISENTANGLED,   # issue 21
+    *INFOMAX_FOCAL_FACTORCL,   # issue 21: FOCAL / FactorCL
 )}
 METHOD_NAMES = tuple(METHODS)
 

@@ -10,8 +10,10 @@ from torch import nn
 
 from s3core.config import ConfigError, S3Config
 from s3core.distributed import gather_batch, local_share
-from s3core.losses import (compactness_loss, cross_modal_info_nce, dssl_step1_loss, dssl_step2_loss, intra_modal_info_nce,
-                           joint_opt_loss, supcon_loss, vmf_rsample)
+from s3core.losses import (FACTORCL_CLUB_CRITICS, FACTORCL_CRITICS, FACTORCL_HEADS, compactness_loss,
+                           cross_modal_info_nce, dssl_step1_loss, dssl_step2_loss, factorcl_club_learning_loss,
+                           factorcl_ssl_terms, focal_loss, intra_modal_info_nce, joint_opt_loss, supcon_loss,
+                           vmf_rsample)
 from s3core.tensors import BenchmarkTensors, augment, standardise
 
 
@@ -163,6 +165,117 @@ def joint_opt_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config,
 # ---------------------------------------------------------------- end issue 21: DisentangledSSL / JointOpt
 
 
+# ------------------------------------------------------------------ issue 21: FOCAL / FactorCL
+
+def windows(inputs: dict[str, tuple], count: int) -> dict[str, tuple]:
+    """Each sample's T steps as `count` contiguous windows of ceil(T / count) steps (the last padded
+    with masked-out steps): {m: (x (B * count, L, D), mask (B * count, L))}, rows sample-major
+    (row b * count + s), the layout of FOCAL's sequences. count 1: the inputs unchanged."""
+    if count == 1:
+        return inputs
+    out = {}
+    for m, (x, mask) in inputs.items():
+        B, T, D = x.shape
+        L = -(-T // count)
+        x = F.pad(x, (0, 0, 0, L * count - T))
+        mask = F.pad(mask, (0, L * count - T))
+        out[m] = (x.reshape(B * count, L, D), mask.reshape(B * count, L))
+    return out
+
+
+def focal_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """FOCAL (Liu et al., NeurIPS 2023) on the batch `idx`: two augmented views (s3core.tensors.augment,
+    as Stage 1's), each sample cut into cfg.focal_seq_len windows, encoded; z's first cfg.z_split
+    columns are the shared space, the rest the private one (s3core.losses.focal_loss). The whole
+    batch's loss on every worker, as special_loss."""
+    if cfg.z_split < 1:
+        raise ConfigError("FOCAL needs a shared and a private space: set z_split > 0 (method focal sets "
+                          "proj_dim // 2)")
+    inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    S = cfg.focal_seq_len
+    views = [standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+             for _ in range(2)]
+    z = []
+    for view in views:
+        outs = model(windows(_share(view, rows), S))
+        z.append({m: gather_batch(o.z, [n * S for n in sizes]).reshape(len(idx), S, -1) for m, o in outs.items()})
+    return focal_loss(z[0], z[1], cfg.z_split, cfg.focal_tau, cfg.focal_shared_weight, cfg.focal_private_weight,
+                      cfg.focal_orth_weight, cfg.focal_rank_weight, cfg.focal_rank_margin)
+
+
+def _critic_mlp(width: int, hidden: int, layers: int) -> nn.Sequential:
+    """FactorCL's critic network (critic_objectives.mlp with output 1): in -> hidden, ReLU,
+    `layers` x (hidden -> hidden, ReLU), -> 1."""
+    seq = [nn.Linear(width, hidden), nn.ReLU()]
+    for _ in range(layers):
+        seq += [nn.Linear(hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*seq, nn.Linear(hidden, 1))
+
+
+class FactorCLCritics(nn.Module):
+    """FactorCL-SSL's six concat critics (train-only: the probe never sees them; they are not encoder
+    parameters, active or not). Each modality's z (proj_dim) is cut into the five projections of
+    s3core.losses.FACTORCL_HEADS (z.tensor_split(5, dim=1)); a critic scores the concatenation of a
+    pair of them (the conditional ones, of a projection and its augmented view's)."""
+
+    def __init__(self, cfg: S3Config):
+        super().__init__()
+        if cfg.proj_dim < len(FACTORCL_HEADS):
+            raise ConfigError(f"FactorCL cuts z into {len(FACTORCL_HEADS)} projections: proj_dim must be >= "
+                              f"{len(FACTORCL_HEADS)}, got {cfg.proj_dim}")
+        w = [len(c) for c in torch.arange(cfg.proj_dim).tensor_split(len(FACTORCL_HEADS))]
+        width = {"infonce_x1x2": 2 * w[0], "club_x1x2": 2 * w[1], "infonce_x1y": 2 * w[2], "infonce_x2y": 2 * w[2],
+                 "infonce_x1x2_cond": 4 * w[3], "club_x1x2_cond": 4 * w[4]}
+        self.critics = nn.ModuleDict({name: _critic_mlp(width[name], cfg.factorcl_critic_hidden,
+                                                        cfg.factorcl_critic_layers) for name in FACTORCL_CRITICS})
+
+    def scorers(self, frozen: tuple[str, ...] = ()) -> dict:
+        """{critic name: callable}; a `frozen` critic scores with its weights detached (its scores still
+        carry the inputs' gradient): how the encoders' loss uses the NCE-CLUB critics, whose own
+        weights only their learning loss trains."""
+        out = {}
+        for name, net in self.critics.items():
+            if name in frozen:
+                params = {k: v.detach() for k, v in net.named_parameters()}
+                out[name] = lambda x, net=net, params=params: torch.func.functional_call(net, params, (x,))
+            else:
+                out[name] = net
+        return out
+
+
+def factorcl_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, idx, gen):
+    """FactorCL-SSL (Liang et al., NeurIPS 2023) on the batch `idx`, two modalities: the sample and
+    one augmented view (s3core.tensors.augment) are encoded; each z is cut into the five projections
+    (FactorCLCritics). Returns the encoders' loss (s3core.losses.factorcl_ssl_terms, NCE-CLUB critics'
+    weights detached) plus the NCE-CLUB critics' learning loss on detached projections: one backward
+    gives the authors' two updates their gradients (they step the CLUB critics after the encoders,
+    on the updated encoders; here both step together: docs/METHOD_NOTES.md)."""
+    if len(data.modalities) != 2:
+        raise ConfigError(f"FactorCL is defined for two modalities; this benchmark has {len(data.modalities)}: "
+                          "pick two with modalities=[a, b]")
+    inputs, _ = data["train"].batch(idx)
+    rows, sizes = local_share(len(idx))
+    plain = standardise(inputs, data)
+    aug = standardise(augment(inputs, data.feature_std, cfg.aug_noise, cfg.aug_step_drop, gen), data)
+    out, out_aug = model(_share(plain, rows)), model(_share(aug, rows))
+    critics = (model.module if hasattr(model, "module") else model).task_head
+    m1, m2 = data.modalities
+
+    def blocks(o, m, detach=False):
+        z = gather_batch(o[m].z, sizes)
+        return dict(zip(FACTORCL_HEADS, (z.detach() if detach else z).tensor_split(len(FACTORCL_HEADS), dim=1)))
+
+    terms = factorcl_ssl_terms(blocks(out, m1), blocks(out, m2), blocks(out_aug, m1), blocks(out_aug, m2),
+                               critics.scorers(frozen=FACTORCL_CLUB_CRITICS))
+    learn = factorcl_club_learning_loss(blocks(out, m1, True), blocks(out, m2, True), blocks(out_aug, m1, True),
+                                        blocks(out_aug, m2, True), critics.scorers())
+    encoder_loss = torch.stack(list(terms.values())).sum()
+    return encoder_loss + learn, {**terms, "encoders": encoder_loss, "club_critics": learn}
+
+
 __all__ = ["special_loss", "select_loss", "supervised_loss",
            # issue 21: DisentangledSSL / JointOpt
-           "dssl_shared_loss", "dssl_specific_loss", "joint_opt_objective"]
+           "dssl_shared_loss", "dssl_specific_loss", "joint_opt_objective",
+           # issue 21: FOCAL / FactorCL
+           "windows", "focal_objective", "FactorCLCritics", "factorcl_objective"]

@@ -53,7 +53,7 @@ class TrialResult:
 def build_model(data: BenchmarkTensors | Benchmark, cfg: S3Config, method: str) -> nn.Module:
     torch.manual_seed(cfg.seed)
     make_head = get_method(method).head
-    head = make_head(len(data.modalities) * cfg.proj_dim, data.num_classes) if make_head else None
+    head = make_head(len(data.modalities) * cfg.proj_dim, data.num_classes, cfg) if make_head else None
     return S3Model(data.dims, data.seq_lens, cfg, task_head=head)
 
 

@@ -86,6 +86,16 @@ JOINT_OPT = Stage("joint_opt", _objective("joint_opt_objective"), every_param, "
 # ---------------------------------------------------------------- end issue 21
 
 
+# ------------------------------------------------------------------ issue 21: FOCAL / FactorCL
+# The InfoMax baselines: one stage each, training everything (encoders; FactorCL's critics too).
+FOCAL = Stage("focal", _objective("focal_objective"), every_param, "lr", "epochs_special",
+              own_fields=("focal_tau", "focal_shared_weight", "focal_private_weight", "focal_orth_weight",
+                          "focal_rank_weight", "focal_rank_margin", "focal_seq_len"))
+FACTORCL = Stage("factorcl", _objective("factorcl_objective"), every_param, "lr", "epochs_special",
+                 own_fields=("factorcl_critic_hidden", "factorcl_critic_layers"))
+
 __all__ = ["Stage", "SPECIALIZATION", "SELECTION", "SUPERVISED", "every_param", "is_router_param",
            # issue 21: DisentangledSSL / JointOpt
-           "DSSL_SHARED", "DSSL_SPECIFIC", "JOINT_OPT", "is_projection_out_param"]
+           "DSSL_SHARED", "DSSL_SPECIFIC", "JOINT_OPT", "is_projection_out_param",
+           # issue 21: FOCAL / FactorCL
+           "FOCAL", "FACTORCL"]

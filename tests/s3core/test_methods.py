@@ -11,6 +11,7 @@ from s3core.pipeline import build_model, method_stages, run_trial
 def test_the_registry_holds_each_methods_stages_config_and_sweeps():
     assert METHOD_NAMES[:5] == ("s3", "s3_no_select", "clip", "supervised", "raw_probe")
     assert {"disentangled_ssl", "joint_opt"} <= set(METHOD_NAMES)   # issue 21 (tests/s3core/test_infomax_disentangled.py)
+    assert {"focal", "factorcl"} <= set(METHOD_NAMES)   # issue 21 (tests/s3core/test_infomax_focal_factorcl.py)
     cfg = S3Config(epochs_special=4, epochs_select=2)
     assert method_stages("s3", cfg) == [("special", 4), ("select", 2)]
     assert method_stages("s3_no_select", cfg) == [("special", 4)]
