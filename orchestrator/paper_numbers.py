@@ -9,7 +9,9 @@ import re
 
 from s3core.data.paper import BASELINE, BEST, NO_PRUNE, PaperNumber  # noqa: F401  (the kinds, named here)
 from s3core.data.registry import DATASETS
+from s3core.methods import METHODS
 
+DEFAULT_SOURCE = PaperNumber.__dataclass_fields__["source"].default   # "S3 paper"
 PAPER_BATCH_SIZES = (64, 128, 256, 512)   # "the curves' shape held across batch sizes 64-512"
 PAPER_CHI = (2, 4, 8)
 
@@ -24,14 +26,28 @@ def paper_numbers_for(benchmark: str) -> tuple[PaperNumber, ...]:
     return next((d.paper for d in DATASETS.values() if normalise_benchmark(d.name) == key), ())
 
 
-def paper_number(benchmark: str, method: str, chi: int | None, kind: str) -> PaperNumber | None:
-    """The paper's number for one (method, chi) row of our table, or None.
+def paper_numbers_matching(benchmark: str, method: str, chi: int | None, kind: str) -> list[PaperNumber]:
+    """Every published number for one (method, chi) row of our table, in the registry's order.
 
-    A baseline number (chi None) matches any chi; kind BEST also matches BASELINE, since a
-    baseline's only number is its best.
+    A number matches the method's name or its registry family (the S3 paper's "infomax" row
+    stands beside each InfoMax baseline); a baseline number (chi None) matches any chi; kind BEST
+    also matches BASELINE, since a baseline's only number is its best.
     """
     kinds = {kind, BASELINE} if kind == BEST else {kind}
-    for number in paper_numbers_for(benchmark):
-        if number.method == method and number.kind in kinds and number.chi in (None, chi):
-            return number
-    return None
+    known = METHODS.get(method)
+    names = {method, known.family} - {""} if known else {method}
+    return [n for n in paper_numbers_for(benchmark)
+            if n.method in names and n.kind in kinds and n.chi in (None, chi)]
+
+
+def paper_number(benchmark: str, method: str, chi: int | None, kind: str) -> PaperNumber | None:
+    """The first of paper_numbers_matching, or None."""
+    found = paper_numbers_matching(benchmark, method, chi, kind)
+    return found[0] if found else None
+
+
+def labelled(number: PaperNumber) -> str:
+    """The number as the report shows it: its display, and its source when not the S3 paper."""
+    if number.source == DEFAULT_SOURCE:
+        return number.display()
+    return f"{number.display()} [{number.source.split(' (', 1)[0]}]"

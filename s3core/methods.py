@@ -69,6 +69,8 @@ class Method:
             reference that needs no encoder); None for every method that trains one.
         role: one of ROLES.
         style: how plots draw it.
+        family: the group a paper reports as one row ("infomax": the S3 paper's InfoMax row stands
+            beside each of the four InfoMax baselines in the report's paper table); "" for none.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Method:
     evaluate: Callable | None = None
     role: str = "baseline"
     style: Style = Style()
+    family: str = ""
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -159,9 +162,9 @@ def _joint_config(cfg: S3Config) -> dict:
 
 INFOMAX_DISENTANGLED = (
     Method("disentangled_ssl", (DSSL_SHARED, DSSL_SPECIFIC), config_changes=_dssl_config,
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="DisentangledSSL", style=Style("tab:green", "D", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="DisentangledSSL", family="infomax", style=Style("tab:green", "D", "--")),
     Method("joint_opt", (JOINT_OPT,), config_changes=_joint_config, sweeps=("batch_size", *DENSE_SILENT_CHOICES),
-           label="JointOpt", style=Style("tab:brown", "v", "--")),
+           label="JointOpt", family="infomax", style=Style("tab:brown", "v", "--")),
 )
 # ---------------------------------------------------------------- end issue 21
 
@@ -170,10 +173,10 @@ INFOMAX_DISENTANGLED = (
 INFOMAX_FOCAL_FACTORCL = (
     # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
     Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", style=Style("tab:red", "<", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", family="infomax", style=Style("tab:red", "<", "--")),
     # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
     Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", style=Style("tab:pink", "P", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", family="infomax", style=Style("tab:pink", "P", "--")),
 )
 # ---------------------------------------------------------------- end issue 21: FOCAL / FactorCL
 
@@ -220,6 +223,12 @@ def unregister(name: str) -> None:
 def methods_with_role(*roles: str) -> tuple[str, ...]:
     """The registered methods of these roles, in registry order."""
     return tuple(name for name, m in METHODS.items() if m.role in roles)
+
+
+def methods_of_family(family: str) -> tuple[str, ...]:
+    """The registered methods of a family (Method.family), in registry order: the presets run
+    methods_of_family("infomax") beside the CLIP-style baseline."""
+    return tuple(name for name, m in METHODS.items() if family and m.family == family)
 
 
 def primary_method() -> str:

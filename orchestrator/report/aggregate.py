@@ -158,14 +158,14 @@ def paper_table(configs: pd.DataFrame) -> list[dict]:
     rows = []
     for (benchmark, method, chi), group in configs.groupby(["benchmark", "method", "chi"]):
         chosen = records(group.loc[[group["valid_acc_mean"].idxmax()]])[0]
-        best_paper = paper_numbers.paper_number(benchmark, method, chi, paper_numbers.BEST)
-        dense_paper = paper_numbers.paper_number(benchmark, method, chi, paper_numbers.NO_PRUNE)
+        best = paper_numbers.paper_numbers_matching(benchmark, method, chi, paper_numbers.BEST)
+        dense = paper_numbers.paper_numbers_matching(benchmark, method, chi, paper_numbers.NO_PRUNE)
         chosen.update(
             label=method_label(method),
             n_configs=len(group),
-            paper_best=best_paper.display() if best_paper else None,
-            paper_best_value=best_paper.accuracy if best_paper else None,
-            paper_no_prune=dense_paper.display() if dense_paper else None,
+            paper_best="; ".join(map(paper_numbers.labelled, best)) or None,
+            paper_best_value=best[0].accuracy if best else None,
+            paper_no_prune="; ".join(map(paper_numbers.labelled, dense)) or None,
         )
         rows.append(chosen)
     rows.sort(key=lambda r: (r["benchmark"], method_order(r["method"]), r["chi"]))
@@ -173,8 +173,8 @@ def paper_table(configs: pd.DataFrame) -> list[dict]:
 
 
 def unmatched_paper_numbers(benchmark: str, rows: list[dict]) -> list[str]:
-    """The paper's numbers for this benchmark that no table row shows, one line each."""
-    shown = {(r["paper_best"], r["method"]) for r in rows} | {(r["paper_no_prune"], r["method"]) for r in rows}
-    return [f"{method_label(n.method)}{'' if n.chi is None else f' χ={n.chi}'}: {n.display()} ({n.note})"
-            for n in paper_numbers.paper_numbers_for(benchmark)
-            if (n.display(), n.method) not in shown]
+    """The published numbers for this benchmark that no table row shows, one line each."""
+    shown = {id(n) for r in rows for kind in (paper_numbers.BEST, paper_numbers.NO_PRUNE)
+             for n in paper_numbers.paper_numbers_matching(benchmark, r["method"], r["chi"], kind)}
+    return [f"{method_label(n.method)}{'' if n.chi is None else f' χ={n.chi}'}: {paper_numbers.labelled(n)} ({n.note})"
+            for n in paper_numbers.paper_numbers_for(benchmark) if id(n) not in shown]
