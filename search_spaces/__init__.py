@@ -20,7 +20,7 @@ import importlib
 from typing import Callable
 
 PRESETS = ("smoke", "default", "paper", "search", "evidence", "evidence_s3", "fair_chance", "fair_chance_confirm",
-           "fair_chance_heldout")
+           "fair_chance_heldout", "infomax_study")
 
 
 class PresetError(ValueError):

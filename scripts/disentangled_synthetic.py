@@ -1,0 +1,465 @@
+"""DisentangledSSL's own synthetic task (issue 21.4): their code and ours on the same data, same seeds.
+
+Reference: github.com/uhlerlab/DisentangledSSL at commit cda29ec29bf8ad85344637f643a372ba8e74363e,
+`synthetic_task/`. Their code is never copied into the project: `make` and `theirs` extract the
+snapshot (git archive of that commit) under --out and import its modules in a throw-away venv
+(--authors-python, default /tmp/authors-venv/bin/python: torch, numpy, scikit-learn), which
+re-runs this file with a private subcommand (`_make_inner`, `_theirs_inner`).
+
+Their task (`dataset.generate_data`, called as their scripts call it, `generate_data(num_data, 256,
+dim_info, weight_info, label_weight_info1..3, seed)` with their argparse defaults): Z1, Zs, Z2 each 50-d
+Gaussian (variance 0.5); X = [Z1; Zs] T1, Y = [Z2; Zs] T2 with T uniform(-1, 1), both 100-d vectors;
+three binary labels, each the median split of a fixed random 2-layer MLP (torch seed 0, 1, 2) plus
+N(0, 0.1) noise on one factor: label 1 of Z1 (unique to X), label 2 of Zs (shared), label 3 of Z2 (unique
+to Y), so every label is balanced. num_data 90000; their split: torch.manual_seed(0), random_split 80/20
+into train / test (no validation split).
+
+Subcommands (run from the repository root with the project's venv; every run single-threaded):
+    make   --seed S [--num-data N]         their generator at data seed S -> <out>/data/seed{S}/
+           label{1,2,3}.npz in s3core's `arrays` layout (s3core/data/arrays.py: train_x, train_y,
+           train_labels, ...; a vector is read as a length-1 sequence), their raw arrays (raw.npz),
+           and make.json (repo, commit, the generator call, seed).
+    theirs --seeds S.. [--epochs E]          their FOCAL (`algorithms.Focal.train_model_focal`), JointOpt
+           (`JointDisenModel.train_model`) and DisentangledSSL (`step1disen.train_mp`, then the calls of
+           `step2disen.train_step2`, keeping the model) on data seed S with training seed S -> <out>/theirs.json: every
+           accuracy their own code logs, and (column `concat`) LogisticRegression(max_iter=200) on the
+           concatenation of all the parts their `get_embedding` returns, which is our probe's protocol.
+    ours   --seeds S.. [--set FIELD=VALUE..]  `python -m s3core --benchmark arrays --data-dir labelK.npz
+           --method M --seed S --set probe=factorcl probe_max_iter=200 ...` for the four InfoMax methods
+           -> <out>/ours.json.
+    table  both side by side, mean +- std over seeds, per label -> printed and <out>/table.md.
+
+What is the same: the data and its split (train = their train, test = their test, to the sample),
+the seeds (data seed = training seed = S), the probe (scikit-learn LogisticRegression, C = 1,
+max_iter 200, on the raw embedding, fitted on train, scored on test: our `probe=factorcl`), the
+batch size (256, their default) and the InfoMax weights at their scripts' defaults (DisentangledSSL
+beta 0.1, lambda 0; JointOpt a 1, lambda 0; vMF kappa 1e3; temperature 0.07).
+What differs (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)"):
+- encoder: theirs MLPs (100 -> 512 -> [512 ->] 100, ReLU; `layers` 3 for FOCAL / JointOpt, 2 for
+  DisentangledSSL's two models), one per part; ours the project's dense encoder on a length-1
+  sequence, shared and private parts as halves of one projection (equal active parameters to clip).
+- FOCAL: theirs here is uhlerlab's simplified `Focal` (shared InfoNCE + a * private InfoNCE + lmd *
+  orthogonality, a 1, lmd 0); ours follows tomoyoshki/focal (orthogonality weight 3).
+- epochs and optimiser: theirs Adam lr 1e-4, cosine schedule, 50 epochs (step 2: 30); ours the
+  project's optimiser, epochs_special (+ epochs_select for DisentangledSSL step 2), set with --set.
+- augmentation: theirs `augment_data` (per sample one of noise 0.01, dropping a tenth of the
+  features, identity); ours the project's `augment` on the length-1 sequence.
+- validation: their task has none; ours needs one, so valid = the first --valid-frac of their train
+  (a subset of train, not held out). The InfoMax methods with epoch_probe off and the factorcl probe
+  never read it; S3 would choose p on it, so do not run S3 on these files.
+- the probe: theirs probes each part alone (shared [e1; e2], specific z1, z2); ours the
+  concatenation. `theirs.json` holds both, `table` shows their concatenation beside ours.
+- DisentangledSSL step 2 loads the step-1 model trained at seed 0 whatever its own seed (the file
+  name in `step2disen.train_step2` says seed0): kept, so step 1 always trains at seed 0 on data seed S.
+- FactorCL has no code in their synthetic_task: ours alone.
+
+Smoke (run on the shared 2-core machine, single thread, while a CPU study ran):
+    python scripts/disentangled_synthetic.py make --out /tmp/i21c/dssl --seed 0 --num-data 600      2.5 s
+    python scripts/disentangled_synthetic.py theirs --out /tmp/i21c/dssl --seeds 0 --epochs 2       8.1 s (3 methods)
+    python scripts/disentangled_synthetic.py ours --out /tmp/i21c/dssl --seeds 0 --labels 1 \
+        --epochs-special 2 --epochs-select 1       78 s: 4-7 s each, factorcl 61 s (critics 512 wide;
+                                                   add --set factorcl_critic_hidden=64 as the presets do)
+    python scripts/disentangled_synthetic.py table --out /tmp/i21c/dssl
+Sizing (same machine): `make --num-data 5000` 3.0 s; `theirs --epochs 1` 3.4-4.1 s per method;
+`ours --epochs-special 1 --epochs-select 1` 9-10 s per method (label 2, FactorCL not run). Their
+defaults (90000 samples, 50 epochs) would be of the order of 45 minutes per method and seed there
+(extrapolated, not measured).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+
+REPO = "uhlerlab/DisentangledSSL"
+COMMIT = "cda29ec29bf8ad85344637f643a372ba8e74363e"
+MIRROR = "/work/.mirror/uhlerlab+DisentangledSSL/repo"
+AUTHORS_PYTHON = "/tmp/authors-venv/bin/python"
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OURS = ("disentangled_ssl", "joint_opt", "focal", "factorcl")
+THEIRS = ("disentangled_ssl", "joint_opt", "focal")
+LABELS = (1, 2, 3)
+LABEL_FACTOR = {1: "Z1 (unique to X)", 2: "Zs (shared)", 3: "Z2 (unique to Y)"}
+
+# Their argparse defaults (synthetic_task/*.py at COMMIT), the values their scripts/ pass over them.
+GENERATOR = {"hidden_dim": 256, "dim_info": {"Y": 100, "Z1": 50, "Zs": 50, "X": 100, "Z2": 50},
+             "weight_info": {"Zs": 50, "Z1": 50, "Z2": 50},
+             "label_weight_info1": {"Zs": 0, "Z1": 50, "Z2": 0},
+             "label_weight_info2": {"Zs": 50, "Z1": 0, "Z2": 0},
+             "label_weight_info3": {"Zs": 0, "Z1": 0, "Z2": 50}}
+THEIR_ARGS = {"data_mode": "entangle", "hidden_dim": 512, "embed_dim": 100, "layers": 3, "activation": "relu",
+              "batch_size": 256, "num_epoch": 50, "num_epoch_s1": 50, "num_epoch_s2": 30, "lr": 1e-4,
+              "lr_s1": 1e-4, "lr_s2": 1e-4, "kappa": 1e3, "noise_scale": 0.01, "drop_scale": 10,
+              "ortho_norm": True, "condzs": True, "proj": False, "apdzs": True, "usezsx": False,
+              "head": "none", "simclr": False, "debug_mode": False, "custom_name": "",
+              "focal_a": 1.0, "focal_lmd": 0.0, "joint_a": 1.0, "joint_lmd": 0.0,
+              "dssl_beta": 0.1, "dssl_lmd": 0.0}
+
+
+class UsageError(SystemExit):
+    pass
+
+
+def single_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
+# ---------------------------------------------------------------- the arrays layout (tested)
+def arrays_layout(x: np.ndarray, y: np.ndarray, labels: np.ndarray, train_idx, valid_idx, test_idx) -> dict:
+    """Their two vector modalities and one label as s3core's `arrays` .npz keys (modalities 'x', 'y')."""
+    out = {}
+    for split, idx in (("train", train_idx), ("valid", valid_idx), ("test", test_idx)):
+        idx = np.asarray(idx, dtype=np.int64)
+        out[f"{split}_x"] = np.ascontiguousarray(x[idx], dtype=np.float32)
+        out[f"{split}_y"] = np.ascontiguousarray(y[idx], dtype=np.float32)
+        out[f"{split}_labels"] = np.asarray(labels[idx]).astype(np.int64)
+    return out
+
+
+def valid_subset(train_idx: np.ndarray, frac: float) -> np.ndarray:
+    """The first `frac` of their train indices (at least 2): a validation split our loader needs and
+    their task does not have; a subset of train, not held out (module docstring)."""
+    if not 0 < frac <= 1:
+        raise UsageError(f"--valid-frac must be in (0, 1], got {frac}")
+    return np.asarray(train_idx[: max(2, int(round(frac * len(train_idx))))])
+
+
+def extract_snapshot(out: str, mirror: str) -> str:
+    """git archive of COMMIT's synthetic_task/ into <out>/snapshot; returns that folder."""
+    dest = os.path.join(out, "snapshot")
+    task = os.path.join(dest, "synthetic_task")
+    if os.path.isdir(task):
+        return task
+    if not os.path.isdir(mirror):
+        raise UsageError(f"{mirror}: no snapshot of {REPO}; fetch github:{REPO} and pass --mirror <its git dir>")
+    os.makedirs(dest, exist_ok=True)
+    tar_path = os.path.join(dest, "synthetic_task.tar")
+    with open(tar_path, "wb") as fh:
+        subprocess.run(["git", f"--git-dir={mirror}", "archive", COMMIT, "synthetic_task"], stdout=fh, check=True)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(dest, filter="data")
+    os.remove(tar_path)
+    return task
+
+
+def run_authors(args, sub: str, extra: list[str]) -> None:
+    if not os.path.exists(args.authors_python):
+        raise UsageError(f"{args.authors_python}: no such python; make a throw-away venv with torch, numpy and "
+                         "scikit-learn and pass --authors-python")
+    task = extract_snapshot(args.out, args.mirror)
+    subprocess.run([args.authors_python, os.path.abspath(__file__), sub, "--task", task, "--out", args.out, *extra],
+                   env=single_thread_env(), check=True)
+
+
+def seed_dir(out: str, seed: int) -> str:
+    return os.path.join(out, "data", f"seed{seed}")
+
+
+# ---------------------------------------------------------------- make
+def cmd_make(args) -> None:
+    t0 = time.time()
+    run_authors(args, "_make_inner", ["--seed", str(args.seed), "--num-data", str(args.num_data)])
+    d = seed_dir(args.out, args.seed)
+    with np.load(os.path.join(d, "raw.npz"), allow_pickle=False) as raw:
+        x, y, train_idx, test_idx = raw["X"], raw["Y"], raw["train_idx"], raw["test_idx"]
+        labels = {k: raw[f"labels{k}"] for k in LABELS}
+    valid_idx = valid_subset(train_idx, args.valid_frac)
+    for k in LABELS:
+        np.savez(os.path.join(d, f"label{k}.npz"), **arrays_layout(x, y, labels[k], train_idx, valid_idx, test_idx))
+    meta_path = os.path.join(d, "make.json")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    meta.update({"valid": f"the first {len(valid_idx)} of their train indices (a subset of train)",
+                 "files": {f"label{k}.npz": LABEL_FACTOR[k] for k in LABELS}, "seconds": round(time.time() - t0, 1)})
+    with open(meta_path, "w") as fh:
+        json.dump(meta, fh, indent=1)
+    print(f"make: seed {args.seed}, {len(train_idx)} train / {len(valid_idx)} valid (subset of train) / "
+          f"{len(test_idx)} test -> {d} in {meta['seconds']} s")
+
+
+def _import_theirs(task: str):
+    """Their modules, importable and on the CPU: sys.path to the snapshot, .cuda() as the identity."""
+    import torch  # the authors' venv only: this file's module top must import under both venvs
+
+    torch.set_num_threads(1)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    sys.path.insert(0, task)
+    return torch
+
+
+def cmd_make_inner(args) -> None:
+    torch = _import_theirs(args.task)
+    import dataset as their_dataset  # the snapshot's synthetic_task/dataset.py, on sys.path only now
+
+    g = GENERATOR
+    data, t1, t2, t3, X, Y, *_ = their_dataset.generate_data(
+        args.num_data, g["hidden_dim"], g["dim_info"], g["weight_info"], g["label_weight_info1"],
+        g["label_weight_info2"], g["label_weight_info3"], seed=args.seed)
+    n = data.shape[1]
+    torch.manual_seed(0)  # their scripts: "fix the seed for train-test spliting"
+    train, test = torch.utils.data.random_split(their_dataset.MultimodalDataset(data, t1, t2, t3),
+                                                [int(0.8 * n), n - int(0.8 * n)])
+    d = seed_dir(args.out, args.seed)
+    os.makedirs(d, exist_ok=True)
+    np.savez(os.path.join(d, "raw.npz"), X=X.astype(np.float32), Y=Y.astype(np.float32),
+             labels1=t1.astype(np.int64), labels2=t2.astype(np.int64), labels3=t3.astype(np.int64),
+             train_idx=np.asarray(train.indices, dtype=np.int64), test_idx=np.asarray(test.indices, dtype=np.int64))
+    with open(os.path.join(d, "make.json"), "w") as fh:
+        json.dump({"repo": REPO, "commit": COMMIT, "seed": args.seed, "num_data": args.num_data,
+                   "generator_call": f"synthetic_task/dataset.py generate_data({args.num_data}, {g['hidden_dim']}, "
+                                     f"dim_info, weight_info, label_weight_info1, label_weight_info2, "
+                                     f"label_weight_info3, seed={args.seed})", "generator_args": g,
+                   "split": "torch.manual_seed(0); torch.utils.data.random_split(dataset, [int(0.8*n), n-int(0.8*n)])",
+                   "torch": torch.__version__}, fh, indent=1)
+
+
+# ---------------------------------------------------------------- theirs
+def cmd_theirs(args) -> None:
+    results = {}
+    path = os.path.join(args.out, "theirs.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            results = json.load(fh)
+    for seed in args.seeds:
+        if not os.path.exists(os.path.join(seed_dir(args.out, seed), "raw.npz")):
+            raise UsageError(f"no data for seed {seed} under {args.out}; run `make --seed {seed}` first")
+        run_authors(args, "_theirs_inner", ["--seed", str(seed), "--epochs", str(args.epochs),
+                                            "--methods", *args.methods])
+        with open(os.path.join(seed_dir(args.out, seed), "theirs.json")) as fh:
+            results[str(seed)] = json.load(fh)
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+    for seed in args.seeds:
+        for m, r in results[str(seed)].items():
+            print(f"theirs: seed {seed} {m}: concat {r['concat']} in {r['seconds']} s")
+
+
+def cmd_theirs_inner(args) -> None:
+    torch = _import_theirs(args.task)
+    import algorithms  # the snapshot's synthetic_task/, importable only after _import_theirs
+    import dataset as their_dataset  # the snapshot's, as above
+    import step1disen  # the snapshot's, as above
+    from sklearn.linear_model import LogisticRegression  # the authors' venv's scikit-learn, as their probe
+
+    d = seed_dir(args.out, args.seed)
+    with np.load(os.path.join(d, "raw.npz"), allow_pickle=False) as raw:
+        X, Y, train_idx, test_idx = raw["X"], raw["Y"], raw["train_idx"], raw["test_idx"]
+        labels = [raw[f"labels{k}"].astype(float) for k in LABELS]
+    ds = their_dataset.MultimodalDataset(np.array([X, Y]), *labels)
+    train_ds = torch.utils.data.Subset(ds, train_idx.tolist())
+    test_ds = torch.utils.data.Subset(ds, test_idx.tolist())
+    a = argparse.Namespace(**THEIR_ARGS, dim_info=GENERATOR["dim_info"], seed=args.seed, device="")
+    a.num_epoch = a.num_epoch_s1 = a.num_epoch_s2 = args.epochs
+    xs_tr = torch.stack(train_ds[:][:-3])
+    xs_te = torch.stack(test_ds[:][:-3])
+
+    def loader():
+        return torch.utils.data.DataLoader(train_ds, shuffle=True, drop_last=True, batch_size=a.batch_size)
+
+    def concat_probe(parts_tr, parts_te) -> dict:
+        """Our protocol on their embedding: one LogisticRegression(max_iter=200) on all parts side by side."""
+        z_tr = torch.cat(parts_tr, dim=1).detach().numpy()
+        z_te = torch.cat(parts_te, dim=1).detach().numpy()
+        return {f"label{k}": float(LogisticRegression(max_iter=200).fit(z_tr, labels[k - 1][train_idx])
+                                   .score(z_te, labels[k - 1][test_idx])) for k in LABELS}
+
+    work = os.path.join(d, "theirs_work")
+    os.makedirs(work, exist_ok=True)
+    os.chdir(work)  # step1disen / step2disen save and load under ./results_synthetic_task/
+    out = {}
+    for method in args.methods:
+        t0 = time.time()
+        step1disen.set_seed(args.seed, use_cuda=False)
+        if method == "focal":
+            model = algorithms.Focal(X.shape[1], Y.shape[1], a.hidden_dim, a.embed_dim, a.layers, a.activation,
+                                     initialization="normal", a=a.focal_a, lmd=a.focal_lmd)
+            logs = model.train_model_focal(loader(), train_ds, test_ds, torch.optim.Adam(model.parameters(), lr=a.lr),
+                                           num_epoch=a.num_epoch, noise_scale=a.noise_scale, drop_scale=a.drop_scale)
+        elif method == "joint_opt":
+            model = algorithms.JointDisenModel(
+                X.shape[1], Y.shape[1], a.hidden_dim, a.embed_dim, a.layers, a.activation, initialization="normal",
+                distribution="vmf", vmfkappa=a.kappa, lr=a.lr, lmd_start_value=a.joint_lmd, lmd_end_value=a.joint_lmd,
+                lmd_n_iterations=8000, lmd_start_iteration=0, a=a.joint_a, ortho_norm=a.ortho_norm, condzs=a.condzs,
+                proj=a.proj, usezsx=a.usezsx, apdzs=a.apdzs)
+            logs = model.train_model(loader(), train_ds, test_ds, torch.optim.Adam(model.parameters(), lr=a.lr),
+                                     num_epoch=a.num_epoch, noise_scale=a.noise_scale, drop_scale=a.drop_scale)
+        elif method == "disentangled_ssl":
+            a.beta = a.beta_start = a.beta_end = a.dssl_beta
+            a.lmd_start = a.lmd_end = a.dssl_lmd
+            os.environ["CUDA_VISIBLE_DEVICES"] = "cpu"  # step1disen prints it
+            a.seed = 0  # step2disen.train_step2 loads the step-1 model of seed 0 (module docstring)
+            step1disen.set_seed(0, use_cuda=False)
+            logs1 = step1disen.train_mp(a, loader(), None, train_ds, test_ds)
+            a.seed = args.seed
+            step1disen.set_seed(args.seed, use_cuda=False)
+            # step2disen.train_step2's own calls (it returns only its logs), keeping the models for the concat probe
+            step1_path = os.path.join(f"./results_synthetic_task/{a.data_mode}/models/",
+                                      f"cib_{a.data_mode}_seed0_beta{a.beta}_kappa{int(a.kappa)}_epoch{a.num_epoch_s1}"
+                                      f"_dim{a.embed_dim}.tar")
+            step1 = algorithms.MVInfoMaxModel(
+                X.shape[1], Y.shape[1], a.hidden_dim, a.embed_dim, initialization="normal", distribution="vmf",
+                vmfkappa=a.kappa, beta_start_value=a.beta_start, beta_end_value=a.beta_end, beta_n_iterations=8000,
+                beta_start_iteration=0)
+            step1.load_state_dict(torch.load(step1_path))
+            model = algorithms.DisenModel(
+                step1, X.shape[1], Y.shape[1], a.hidden_dim, a.embed_dim, zs_dim=a.embed_dim, initialization="normal",
+                lmd_start_value=a.lmd_start, lmd_end_value=a.lmd_end, lmd_n_iterations=8000, lmd_start_iteration=0,
+                ortho_norm=a.ortho_norm, condzs=a.condzs, proj=a.proj, usezsx=a.usezsx, apdzs=a.apdzs)
+            logs = algorithms.train_Disen(model, loader(), torch.optim.Adam(model.parameters(), lr=a.lr_s2), train_ds,
+                                          test_ds, num_epoch=a.num_epoch_s2, noise_scale=a.noise_scale,
+                                          drop_scale=a.drop_scale)
+            logs = {**{f"step1 {k}": v for k, v in logs1.items()}, **logs}
+        out[method] = {"their_logs": {k: float(v) for k, v in logs.items()}, "seconds": None}
+        model.eval()
+        with torch.no_grad():
+            parts_tr, parts_te = list(model.get_embedding(xs_tr)), list(model.get_embedding(xs_te))
+            if method == "disentangled_ssl":  # shared (step 1, [e1; e2]) beside the specific parts (step 2)
+                parts_tr.insert(0, model.zsmodel.get_embedding(xs_tr))
+                parts_te.insert(0, model.zsmodel.get_embedding(xs_te))
+            out[method]["concat"] = concat_probe(parts_tr, parts_te)
+        out[method]["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(d, "theirs.json"), "w") as fh:
+        json.dump(out, fh, indent=1)
+
+
+# ---------------------------------------------------------------- ours
+def cmd_ours(args) -> None:
+    path = os.path.join(args.out, "ours.json")
+    results = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            results = json.load(fh)
+    for seed in args.seeds:
+        for k in args.labels:
+            npz = os.path.join(seed_dir(args.out, seed), f"label{k}.npz")
+            if not os.path.exists(npz):
+                raise UsageError(f"{npz}: missing; run `make --seed {seed}` first")
+            for method in args.methods:
+                out_json = os.path.join(seed_dir(args.out, seed), f"ours_{method}_label{k}.json")
+                cmd = [sys.executable, "-m", "s3core", "--benchmark", "arrays", "--data-dir", npz, "--method", method,
+                       "--seed", str(seed), "--batch-size", "256", "--json", out_json, "--quiet",
+                       *(["--epochs-special", str(args.epochs_special)] if args.epochs_special else []),
+                       *(["--epochs-select", str(args.epochs_select)] if args.epochs_select else []),
+                       "--set", "probe=factorcl", "probe_max_iter=200", "epoch_probe=False",
+                       *args.set]
+                t0 = time.time()
+                subprocess.run(cmd, env=single_thread_env(), cwd=ROOT, check=True)
+                seconds = round(time.time() - t0, 1)
+                with open(out_json) as fh:
+                    acc = test_accuracy(json.load(fh))
+                results.setdefault(str(seed), {}).setdefault(method, {})[f"label{k}"] = acc
+                results[str(seed)][method][f"seconds_label{k}"] = seconds
+                print(f"ours: seed {seed} label {k} {method}: test {acc} in {seconds} s  ({' '.join(cmd[1:])})")
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+
+
+def test_accuracy(summary: dict) -> float:
+    """The test accuracy at p = 1 from `python -m s3core --json` (the InfoMax methods do not prune)."""
+    curve = summary.get("curve")
+    if curve:
+        return float(max(curve, key=lambda r: r["keep_ratio"])["test_acc"])
+    raise UsageError(f"no test accuracy in the s3core summary (keys {sorted(summary)})")
+
+
+# ---------------------------------------------------------------- table
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    v = np.asarray(values, dtype=float) * (100 if max(values) <= 1 else 1)
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={len(v)})" if len(v) > 1 else f"{v.mean():.1f} (n=1)"
+
+
+def their_parts(method: str, k: int) -> list[tuple[str, str]]:
+    """(part, key in their logs) of their own probe of each part for label k, as their code logs it."""
+    if method == "disentangled_ssl":
+        keys = [("shared", f"step1 Test Acc {k}"), ("spe1", f"Acc_spe1 {k}"), ("spe2", f"Acc_spe2 {k}")]
+    else:
+        keys = [("shared", f"Acc_s {k}"), ("spe1", f"Acc_spe1 {k}"), ("spe2", f"Acc_spe2 {k}")]
+    return keys
+
+
+def cmd_table(args) -> None:
+    def load(name):
+        p = os.path.join(args.out, name)
+        if not os.path.exists(p):
+            return {}
+        with open(p) as fh:
+            return json.load(fh)
+
+    theirs, ours = load("theirs.json"), load("ours.json")
+    if not theirs and not ours:
+        raise UsageError(f"nothing under {args.out}: run `theirs` and `ours` first")
+    lines = ["| label | method | ours (concat probe) | theirs, concat probe | theirs, their probe: shared "
+             "| spe1 | spe2 |", "|---|---|---|---|---|---|---|"]
+    for k in LABELS:
+        for m in OURS:
+            o = [ours[s][m][f"label{k}"] for s in ours if m in ours[s] and f"label{k}" in ours[s][m]]
+            t = [theirs[s][m]["concat"][f"label{k}"] for s in theirs if m in theirs[s]]
+            parts = []
+            for name, key in their_parts(m, k):
+                parts.append(_mean_std([theirs[s][m]["their_logs"][key] for s in theirs
+                                        if m in theirs[s] and key in theirs[s][m]["their_logs"]]))
+            if not o and not t:
+                continue
+            lines.append(f"| {k}: {LABEL_FACTOR[k]} | {m} | {_mean_std(o)} | {_mean_std(t)} | {' | '.join(parts)} |")
+    text = "\n".join(lines) + "\n\nTest accuracy (%), mean ± std over seeds (n); theirs: " \
+        f"{REPO}@{COMMIT[:7]}; '–': not run (FactorCL has no code in their synthetic_task).\n"
+    with open(os.path.join(args.out, "table.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(q, authors=False):
+        q.add_argument("--out", required=True, help="working folder (data, snapshot, results)")
+        if authors:
+            q.add_argument("--authors-python", default=AUTHORS_PYTHON, help="python of the throw-away venv")
+            q.add_argument("--mirror", default=MIRROR, help=f"git dir of the {REPO} snapshot")
+        return q
+
+    q = common(sub.add_parser("make", help="their generator -> arrays .npz"), authors=True)
+    q.add_argument("--seed", type=int, required=True)
+    q.add_argument("--num-data", type=int, default=90000, help="their default 90000")
+    q.add_argument("--valid-frac", type=float, default=0.1, help="valid = this first share of their train")
+    q = common(sub.add_parser("theirs", help="their FOCAL, JointOpt, DisentangledSSL"), authors=True)
+    q.add_argument("--seeds", type=int, nargs="+", required=True)
+    q.add_argument("--epochs", type=int, default=50, help="their default 50 (step 2 of DisentangledSSL: 30)")
+    q.add_argument("--methods", nargs="+", default=list(THEIRS), choices=THEIRS)
+    q = common(sub.add_parser("ours", help="python -m s3core on the same files"))
+    q.add_argument("--seeds", type=int, nargs="+", required=True)
+    q.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
+    q.add_argument("--methods", nargs="+", default=list(OURS), choices=OURS)
+    q.add_argument("--epochs-special", type=int, default=None, help="default: the library's")
+    q.add_argument("--epochs-select", type=int, default=None, help="DisentangledSSL step 2 (default: the library's)")
+    q.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="more S3Config fields (not epochs_*: python -m s3core refuses them twice)")
+    common(sub.add_parser("table", help="both side by side"))
+    for name in ("_make_inner", "_theirs_inner"):
+        q = sub.add_parser(name)
+        q.add_argument("--task", required=True)
+        q.add_argument("--out", required=True)
+        q.add_argument("--seed", type=int, required=True)
+        q.add_argument("--num-data", type=int, default=90000)
+        q.add_argument("--epochs", type=int, default=50)
+        q.add_argument("--methods", nargs="+", default=list(THEIRS))
+    args = p.parse_args(argv)
+    {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "table": cmd_table,
+     "_make_inner": cmd_make_inner, "_theirs_inner": cmd_theirs_inner}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
