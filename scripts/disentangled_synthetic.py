@@ -54,12 +54,13 @@ What differs (docs/METHOD_NOTES.md, "InfoMax baselines (issue 21)"):
 - FactorCL has no code in their synthetic_task: ours alone.
 
 Smoke (run on the shared 2-core machine, single thread, while a CPU study ran):
-    python scripts/disentangled_synthetic.py make --out /tmp/i21c/dssl --seed 0 --num-data 600      2.5 s
-    python scripts/disentangled_synthetic.py theirs --out /tmp/i21c/dssl --seeds 0 --epochs 2       8.1 s (3 methods)
+    python scripts/disentangled_synthetic.py make --out /tmp/i21c/dssl --seed 0 --num-data 600      1.8 s
+    python scripts/disentangled_synthetic.py theirs --out /tmp/i21c/dssl --seeds 0 --epochs 2       7.3 s (3 methods)
     python scripts/disentangled_synthetic.py ours --out /tmp/i21c/dssl --seeds 0 --labels 1 \
-        --epochs-special 2 --epochs-select 1       78 s: 4-7 s each, factorcl 61 s (critics 512 wide;
-                                                   add --set factorcl_critic_hidden=64 as the presets do)
-    python scripts/disentangled_synthetic.py table --out /tmp/i21c/dssl
+        --epochs-special 2 --epochs-select 1 --set factorcl_critic_hidden=64
+                                    30 s: 4.4-6.3 s per method, factorcl 13.9 s (61 s at its default
+                                    critic width 512; the presets use 64 for cost)
+    python scripts/disentangled_synthetic.py table --out /tmp/i21c/dssl                              0.3 s
 Sizing (same machine): `make --num-data 5000` 3.0 s; `theirs --epochs 1` 3.4-4.1 s per method;
 `ours --epochs-special 1 --epochs-select 1` 9-10 s per method (label 2, FactorCL not run). Their
 defaults (90000 samples, 50 epochs) would be of the order of 45 minutes per method and seed there

@@ -65,3 +65,9 @@ def test_ours_reads_the_test_accuracy_at_p_1_from_s3cores_json():
     script = _script()
     summary = {"curve": [{"keep_ratio": 0.5, "test_acc": 0.9}, {"keep_ratio": 1.0, "test_acc": 0.6}]}
     assert script.test_accuracy(summary) == 0.6
+
+
+def test_every_variant_the_study_names_is_a_valid_synthetic_config():
+    for variant in ("localized", "nuisance", "entangled"):
+        plan = make_plan(load_preset("infomax_study"), Overrides(synthetic={"variant": variant}))
+        assert SyntheticConfig(**plan.data.synthetic).variant == variant
