@@ -61,10 +61,12 @@ Smoke (run on the shared 2-core machine, single thread, while a CPU study ran):
                                     30 s: 4.4-6.3 s per method, factorcl 13.9 s (61 s at its default
                                     critic width 512; the presets use 64 for cost)
     python scripts/disentangled_synthetic.py table --out /tmp/i21c/dssl                              0.3 s
-Sizing (same machine): `make --num-data 5000` 3.0 s; `theirs --epochs 1` 3.4-4.1 s per method;
-`ours --epochs-special 1 --epochs-select 1` 9-10 s per method (label 2, FactorCL not run). Their
-defaults (90000 samples, 50 epochs) would be of the order of 45 minutes per method and seed there
-(extrapolated, not measured).
+Sizing (same machine): `make --num-data 5000` 3.0 s; on it `theirs --epochs 1` 3.4-4.1 s and
+`--epochs 4` 11.3-12.9 s per method (training + their probes), so about 2.8 s per epoch at 4000
+train samples (15 batches of 256); `ours --epochs-special 1 --epochs-select 1` 9-10 s per method
+(label 2, FactorCL not run, process start and probe included). Their defaults (72000 train samples,
+281 batches per epoch, 50 epochs; DisentangledSSL 50 + 30) extrapolate to about 35-45 minutes per
+method and seed there, about 10 hours for theirs at 5 seeds (not measured at that size).
 """
 from __future__ import annotations
 
