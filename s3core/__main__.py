@@ -69,9 +69,15 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
             key, raw = item.split("=", 1)
             overrides[key] = _literal(raw)
-        cfg = S3Config().replace(chi=args.chi, rho=args.rho, batch_size=args.batch_size, seed=args.seed,
-                                 epochs_special=args.epochs_special, epochs_select=args.epochs_select,
-                                 device=args.device, keep_ratios=args.keep_ratios, **overrides).validate()
+        flags = dict(chi=args.chi, rho=args.rho, batch_size=args.batch_size, seed=args.seed,
+                     epochs_special=args.epochs_special, epochs_select=args.epochs_select, device=args.device,
+                     keep_ratios=args.keep_ratios)
+        given = sys.argv[1:] if argv is None else argv
+        for key in sorted(set(flags) & set(overrides)):
+            flag = f"--{key.replace('_', '-')}"
+            if any(a == flag or a.startswith(flag + "=") for a in given):   # the flag given too
+                raise ConfigError(f"{key} is set twice (--set {key}=... and {flag}); pass one")
+        cfg = S3Config().replace(**{**flags, **overrides}).validate()
         check_device(cfg.device, probe=True)  # a GPU that is listed but broken fails here, in one line
         t0 = time.perf_counter()
         # the synthetic block goes to the synthetic benchmark alone (s3core.data.load_for_grid)

@@ -141,6 +141,7 @@ CASES: dict[str, Case] = {
     "keep-ratio-above-1": Case(lambda w, d: grid(w, "--set", "keep_ratios=[1.0,1.5]"), ("keep-ratio", "(0, 1]")),
     "keep-ratio-zero-s3core": Case(lambda w, d: s3core("--keep-ratios", "1.0", "0.0"), ("keep-ratio", "(0, 1]")),
     "unknown-config-field": Case(lambda w, d: grid(w, "--set", "chii=4"), ("chii", "valid fields")),
+    "set-twice-s3core": Case(lambda w, d: s3core("--chi", "4", "--set", "chi=4"), ("chi", "set twice")),
     "heads-not-dividing-d-model": Case(lambda w, d: s3core("--set", "d_model=30", "n_heads=4"),
                                        ("d_model", "divisible")),
     "negative-tau": Case(lambda w, d: grid(w, "--set", "tau=-1"), ("tau", "positive")),
