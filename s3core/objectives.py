@@ -269,11 +269,11 @@ def factorcl_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, 
     # Every worker scores all B x B pairs of the gathered batch, so each would give the critics' weights
     # the whole batch's gradient and all_reduce_grads' sum would be world x it: only rank 0 trains them
     # (the others' critics score with detached weights; their inputs' gradient still flows).
-    every = rank_world()[0] != 0
+    not_rank0 = rank_world()[0] != 0
     terms = factorcl_ssl_terms(blocks(out, m1), blocks(out, m2), blocks(out_aug, m1), blocks(out_aug, m2),
-                               critics.scorers(frozen=FACTORCL_CRITICS if every else FACTORCL_CLUB_CRITICS))
+                               critics.scorers(frozen=FACTORCL_CRITICS if not_rank0 else FACTORCL_CLUB_CRITICS))
     learn = factorcl_club_learning_loss(blocks(out, m1, True), blocks(out, m2, True), blocks(out_aug, m1, True),
-                                        blocks(out_aug, m2, True), critics.scorers(FACTORCL_CRITICS if every else ()))
+                                        blocks(out_aug, m2, True), critics.scorers(FACTORCL_CRITICS if not_rank0 else ()))
     encoder_loss = torch.stack(list(terms.values())).sum()
     return encoder_loss + learn, {**terms, "encoders": encoder_loss, "club_critics": learn}
 
