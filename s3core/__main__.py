@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic benchmark: which latent factors the label depends on")
     p.add_argument("--method", default="s3", choices=METHODS,
                    help="any registered method (s3core.methods): s3; s3_no_select (no Stage 2); clip (dense, "
-                        "cross-modal InfoNCE); supervised; disentangled_ssl, joint_opt (InfoMax baselines)")
+                        "cross-modal InfoNCE); supervised; disentangled_ssl, joint_opt, focal, factorcl "
+                        "(InfoMax baselines)")
     p.add_argument("--chi", type=int, default=d.chi, help="MoE granularity (power of two)")
     p.add_argument("--rho", type=int, default=d.rho, help="MoE expansion ratio: N_expert = chi * rho")
     p.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s3core.config import ConfigError, S3Config
-from s3core.distributed import gather_batch, local_share
+from s3core.distributed import gather_batch, local_share, rank_world
 from s3core.losses import (FACTORCL_CLUB_CRITICS, FACTORCL_CRITICS, FACTORCL_HEADS, compactness_loss,
                            cross_modal_info_nce, dssl_step1_loss, dssl_step2_loss, factorcl_club_learning_loss,
                            factorcl_ssl_terms, focal_loss, intra_modal_info_nce, joint_opt_loss, supcon_loss,
@@ -266,10 +266,14 @@ def factorcl_objective(model: nn.Module, data: BenchmarkTensors, cfg: S3Config, 
         z = gather_batch(o[m].z, sizes)
         return dict(zip(FACTORCL_HEADS, (z.detach() if detach else z).tensor_split(len(FACTORCL_HEADS), dim=1)))
 
+    # Every worker scores all B x B pairs of the gathered batch, so each would give the critics' weights
+    # the whole batch's gradient and all_reduce_grads' sum would be world x it: only rank 0 trains them
+    # (the others' critics score with detached weights; their inputs' gradient still flows).
+    not_rank0 = rank_world()[0] != 0
     terms = factorcl_ssl_terms(blocks(out, m1), blocks(out, m2), blocks(out_aug, m1), blocks(out_aug, m2),
-                               critics.scorers(frozen=FACTORCL_CLUB_CRITICS))
+                               critics.scorers(frozen=FACTORCL_CRITICS if not_rank0 else FACTORCL_CLUB_CRITICS))
     learn = factorcl_club_learning_loss(blocks(out, m1, True), blocks(out, m2, True), blocks(out_aug, m1, True),
-                                        blocks(out_aug, m2, True), critics.scorers())
+                                        blocks(out_aug, m2, True), critics.scorers(FACTORCL_CRITICS if not_rank0 else ()))
     encoder_loss = torch.stack(list(terms.values())).sum()
     return encoder_loss + learn, {**terms, "encoders": encoder_loss, "club_critics": learn}
 
