@@ -175,7 +175,9 @@ INFOMAX_FOCAL_FACTORCL = (
     Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
            sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", family="infomax", style=Style("tab:red", "<", "--")),
     # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
-    Method("factorcl", (FACTORCL,), config_changes=_dense_equal_budget, head=_factorcl_critics,
+    # z_split pinned to 0: its five blocks are cut from one z, never from a trial's shared/private split
+    Method("factorcl", (FACTORCL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=0),
+           head=_factorcl_critics,
            sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", family="infomax", style=Style("tab:pink", "P", "--")),
 )
 # ---------------------------------------------------------------- end issue 21: FOCAL / FactorCL

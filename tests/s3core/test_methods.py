@@ -71,3 +71,10 @@ def test_methods_without_experts_log_chi_1_whatever_the_grid_says():
     for name in ("raw_probe", "clip", "supervised"):
         assert get_method(name).config(S3Config(chi=4)).chi == 1, name
     assert get_method("s3").config(S3Config(chi=4)).chi == 4
+
+
+def test_factorcl_keeps_one_z_whatever_split_a_trial_asks_for():
+    """FactorCL cuts its five MI blocks from one normalised z; a trial's z_split (the other InfoMax
+    baselines' shared/private parts) must not reach it."""
+    assert get_method("factorcl").config(S3Config(z_split=8)).z_split == 0
+    assert get_method("focal").config(S3Config(z_split=8)).z_split == S3Config().proj_dim // 2
