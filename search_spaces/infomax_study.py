@@ -13,8 +13,10 @@ Runtime:  per seed 8 trials (S3 at chi 4; the no-Selection ablation at chi 4; CL
           variant=localized n_train=200 n_valid=100 n_test=100 --seeds 0 1 --set epochs_special=1
           epochs_select=1 d_model=16 d_ff=32 n_heads=2 proj_dim=16 --num-cpus 1` ran the 16 trials in
           54 s wall on the shared 2-core machine (1-5 s per trial), which says nothing about full size.
-          Sizing from the `evidence` preset (same cost settings, docs/RESULTS.md): one S3 trial at the
-          library defaults took about 8 minutes there; expect hours per variant on that machine.
+          Sizing: an S3 trial at chi 4, epochs 3 + 2 on these variants took 66-80 s with two trials at
+          once on the otherwise idle 2-core machine (the fair_chance search, docs/RESULTS.md); the dense
+          baselines cost less per epoch, FactorCL at width 64 about 3x CLIP (0.141 vs 0.042 s per batch of
+          128 on the `base` variant, one thread): roughly 30-45 minutes per variant, not measured.
 Expected: written before any run, from the mechanism (s3core/data/synthetic.py, s3core/methods.py):
           the InfoMax methods learn a shared part (InfoNCE across modalities) and a private part per
           modality (InfoNCE between augmented views of one modality), densely, no step selected. The
