@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from s3core.diagnostic_flags import DIAG_PREFIX, LOCAL_ENTROPY_CEILING, MOE_SHARE_FLOOR, cannot_act
 from s3core.methods import primary_method
 
-from orchestrator.report.aggregate import method_label
+from orchestrator.report.aggregate import method_label, method_order
 from orchestrator.report.plots import _figure_png, _pyplot
 
 COLUMNS = ("moe_share", "local_entropy", "global_entropy", "gate_auc", "headroom")
@@ -35,7 +35,8 @@ _ENTROPY_KEY = re.compile(r"^select/diag/(local|global)_entropy/([^/]+)/L(\d+)$"
 
 
 def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
-    """One row per (method, chi) of the benchmark's finished trials that logged diagnostics."""
+    """One row per (method, chi) of the benchmark's finished trials that logged diagnostics, in
+    registry order (as the accuracy table), then by chi."""
     rows = []
     done = trials[(trials["benchmark"] == benchmark) & trials["diag"].map(bool)]
     for (method, chi), group in done.groupby(["method", "chi"], sort=True):
@@ -47,6 +48,7 @@ def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
         row["flags"] = None if int(chi) <= 1 else cannot_act(
             {DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy") if row[c] is not None})
         rows.append(row)
+    rows.sort(key=lambda r: (method_order(r["method"]), r["method"], r["chi"]))
     return rows
 
 

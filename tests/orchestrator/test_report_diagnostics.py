@@ -55,3 +55,12 @@ def test_the_entropy_figure_has_a_line_per_chi_and_the_section_shows_it():
     section = BenchmarkSection("syn", [], "c.png", None, [], **out)
     text = repr(_evidence_blocks(section))
     assert "Can pruning act?" in text and "entropy_syn.png" in text
+
+
+def test_rows_follow_the_registry_order_not_the_alphabet():
+    # registry order: s3, s3_no_select, clip, ..., disentangled_ssl, joint_opt, focal, factorcl
+    trials = pd.DataFrame([{"run_id": m, "run_name": m, "benchmark": "syn", "method": m, "chi": chi, "diag": GOOD}
+                           for m, chi in (("focal", 1), ("clip", 1), ("s3", 4), ("disentangled_ssl", 1),
+                                          ("s3", 2), ("factorcl", 1))])
+    order = [(r["method"], r["chi"]) for r in diag.diagnostic_rows(trials, "syn")]
+    assert order == [("s3", 2), ("s3", 4), ("clip", 1), ("disentangled_ssl", 1), ("focal", 1), ("factorcl", 1)]
