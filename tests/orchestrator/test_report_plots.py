@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.report import plots
+from s3core.methods import METHODS
 
 P = (1.0, 0.8, 0.6, 0.4, 0.2)
 
@@ -40,3 +41,16 @@ def test_the_shared_legend_gives_a_baseline_its_valid_value_too(figure):
     flat = [line for line in valid_ax.get_lines() if line.get_label().startswith("FOCAL")]
     assert len(flat) == 1 and set(flat[0].get_ydata()) == {66.0}   # the valid panel draws the valid value
 
+
+def test_baselines_at_equal_accuracy_stay_apart_by_their_markers(figure):
+    for ax in figure.axes[:2]:
+        lines = {line.get_label().split(":")[0]: line for line in ax.get_lines()
+                 if line.get_label().startswith(("FOCAL", "FactorCL"))}
+        assert set(lines) == {"FOCAL", "FactorCL-SSL"}
+        assert lines["FOCAL"].get_marker() == METHODS["focal"].style.marker
+        assert lines["FactorCL-SSL"].get_marker() == METHODS["factorcl"].style.marker
+
+        def marked_x(line):
+            return set(pd.Series(line.get_xdata())[line.get_markevery()])
+        assert marked_x(lines["FOCAL"]) and marked_x(lines["FactorCL-SSL"])
+        assert not marked_x(lines["FOCAL"]) & marked_x(lines["FactorCL-SSL"])   # markers at different p
