@@ -47,6 +47,11 @@ def _chosen(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame | None) 
     return bench[bench["run_id"].isin(run_ids)]
 
 
+def _n_experts(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's experts per MoE layer (read.trial_info's n_experts; chi for frames without it)."""
+    return trials["n_experts"] if "n_experts" in trials else trials["chi"]
+
+
 def diagnostic_rows(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame | None = None) -> list[dict]:
     """One row per (method, chi) of the benchmark's finished trials that logged diagnostics, in
     registry order (as the accuracy table), then by chi; with `configs`, of the configuration
@@ -59,8 +64,8 @@ def diagnostic_rows(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame 
         for col in COLUMNS:
             values = [d[DIAG_PREFIX + col] for d in group["diag"] if DIAG_PREFIX + col in d]
             row[col] = float(np.mean(values)) if values else None
-        # one expert (a dense model): no routing pairs, so nothing for pruning to act on or not
-        row["flags"] = None if int(chi) <= 1 else cannot_act(
+        # one expert (a dense model, chi = rho = 1): no routing pairs, nothing for pruning to act on or not
+        row["flags"] = None if int(_n_experts(group).max()) <= 1 else cannot_act(
             {DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy") if row[c] is not None})
         rows.append(row)
     rows.sort(key=lambda r: (method_order(r["method"]), r["method"], r["chi"]))
@@ -70,7 +75,7 @@ def diagnostic_rows(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame 
 def flagged_trials(trials: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """(run name, reasons) of every finished trial whose own diagnostics say pruning cannot act."""
     out = []
-    for _, t in trials[trials["diag"].map(bool) & (trials["chi"] > 1)].iterrows():
+    for _, t in trials[trials["diag"].map(bool) & (_n_experts(trials) > 1)].iterrows():
         reasons = cannot_act(t["diag"])
         if reasons:
             out.append((t["run_name"], reasons))

@@ -5,6 +5,7 @@ import pandas as pd
 
 from orchestrator.report import diagnostics as diag
 from orchestrator.report.document import BenchmarkSection, _evidence_blocks
+from orchestrator.report.read import trial_info
 
 GOOD = {"diag/moe_share": 0.5, "diag/local_entropy": 0.3, "diag/global_entropy": 0.9, "diag/gate_auc": 0.8,
         "diag/headroom": 0.04}
@@ -86,3 +87,22 @@ def test_rows_and_entropy_are_of_the_configuration_the_table_shows_not_every_bat
     client = SimpleNamespace(get_run=lambda rid: SimpleNamespace(data=SimpleNamespace(
         metrics={"select/diag/local_entropy/x1/L0": 0})), get_metric_history=history)
     assert list(diag.entropy_histories(client, trials, "syn", configs)[(4, "local", "x1")]) == [0.2]
+
+
+def test_s3_at_chi_1_routes_among_rho_experts_and_is_flagged_a_dense_model_is_not():
+    trials = pd.DataFrame([
+        {"run_id": "a", "run_name": "s3-chi1", "benchmark": "syn", "method": "s3", "chi": 1, "n_experts": 4, "diag": FLAT},
+        {"run_id": "b", "run_name": "clip", "benchmark": "syn", "method": "clip", "chi": 1, "n_experts": 1, "diag": FLAT},
+    ])
+    rows = {r["method"]: r for r in diag.diagnostic_rows(trials, "syn")}
+    assert rows["s3"]["flags"] == ["MoE share 0.10 < 0.2", "local entropy 0.97 > 0.9"]
+    assert rows["clip"]["flags"] is None
+    assert [name for name, _ in diag.flagged_trials(trials)] == ["s3-chi1"]
+
+
+def test_trial_info_counts_chi_times_rho_experts():
+    run = SimpleNamespace(data=SimpleNamespace(tags={}, params={"chi": "1", "rho": "4", "method": "s3"}),
+                          info=SimpleNamespace(run_id="r", run_name="r", status="FINISHED"))
+    assert trial_info(run, "s3-synthetic")["n_experts"] == 4
+    run.data.params.update(chi="1", rho="1")
+    assert trial_info(run, "s3-synthetic")["n_experts"] == 1
