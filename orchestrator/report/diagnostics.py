@@ -137,12 +137,16 @@ def _cell(v, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def table_cells(row: dict) -> tuple:
-    if row["flags"] is None:
+    """A row's cells. A one-expert model (flags None) has no routing: its entropies (0 by
+    construction) and gate AUC (0.5: every gate ties at 1) are shown as '–', not as numbers."""
+    routed = row["flags"] is not None
+    if not routed:
         verdict = "– (one expert)"
     else:
         verdict = "no: " + "; ".join(row["flags"]) if row["flags"] else "yes"
-    return (method_label(row["method"]), str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), _cell(row["local_entropy"]),
-            _cell(row["global_entropy"]), _cell(row["gate_auc"]), _cell(row["headroom"], 100.0, 1), verdict)
+    routing = [_cell(row[c]) if routed else "–" for c in ("local_entropy", "global_entropy", "gate_auc")]
+    return (method_label(row["method"]), str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), *routing,
+            _cell(row["headroom"], 100.0, 1), verdict)
 
 
 def section(client, trials: pd.DataFrame, benchmark: str, name: str, images: dict, configs: pd.DataFrame) -> dict:

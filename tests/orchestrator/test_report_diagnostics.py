@@ -35,6 +35,8 @@ def test_rows_flags_and_the_note_name_the_trials_where_pruning_cannot_act():
     # a dense model (one expert) has nothing to prune: neither flagged nor cleared, and named by its label
     assert rows[1]["flags"] is None and diag.table_cells(rows[1])[-1] == "– (one expert)"
     assert diag.table_cells(rows[1])[0] == "clip" and diag.table_cells(rows[4])[0] == "S3"
+    # no routing in a dense model: its entropies and gate AUC are no numbers; its MoE share and headroom are
+    assert diag.table_cells(rows[1])[3:8] == ("0.10", "–", "–", "–", "3.6")
     assert rows[4]["n"] == 2 and abs(rows[4]["moe_share"] - 0.12) < 1e-12
     assert rows[4]["flags"] == ["MoE share 0.12 < 0.2", "local entropy 0.97 > 0.9"] and rows[2]["flags"] == []
     cells = diag.table_cells(rows[4])
