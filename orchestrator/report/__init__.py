@@ -139,7 +139,7 @@ def _evidence(client, benchmark: str, name: str, trials, scores, points, configs
             images[f"experts_{name}_chi{chi}.png"] = png
             out["experts"].append(f"experts_{name}_chi{chi}.png")
     out["expert_rows"] = evidence.expert_metric_rows(benchmark, trials, configs, EXPERT_METRICS)
-    out.update(diag.section(client, trials, benchmark, name, images))
+    out.update(diag.section(client, trials, benchmark, name, images, configs))
     bench_methods = set(configs.loc[configs["benchmark"] == benchmark, "method"])
     references = methods_with_role("reference")
     if benchmark.startswith("synthetic") and references and not bench_methods & set(references):

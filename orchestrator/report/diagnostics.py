@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from s3core.diagnostic_flags import DIAG_PREFIX, LOCAL_ENTROPY_CEILING, MOE_SHARE_FLOOR, cannot_act
 from s3core.methods import primary_method
 
-from orchestrator.report.aggregate import method_label
+from orchestrator.report.aggregate import best_config_of, method_label, method_order
 from orchestrator.report.plots import _figure_png, _pyplot
 
 COLUMNS = ("moe_share", "local_entropy", "global_entropy", "gate_auc", "headroom")
@@ -30,41 +30,64 @@ NOTE = ("After the trial's last stage, on a fixed validation batch at p = 1 (s3c
         "to [0, 1], the gates' AUC of relevant-vs-irrelevant steps (synthetic variants only) and the "
         "input-masking headroom (test accuracy with the irrelevant steps removed from the input, minus on "
         f"the whole input, in points). Flag: MoE share < {MOE_SHARE_FLOOR} or local entropy > "
-        f"{LOCAL_ENTROPY_CEILING}. Means over seeds.")
+        f"{LOCAL_ENTROPY_CEILING}. Means over seeds, of the configuration the accuracy table shows.")
 _ENTROPY_KEY = re.compile(r"^select/diag/(local|global)_entropy/([^/]+)/L(\d+)$")
 
 
-def diagnostic_rows(trials: pd.DataFrame, benchmark: str) -> list[dict]:
-    """One row per (method, chi) of the benchmark's finished trials that logged diagnostics."""
+def _chosen(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame | None) -> pd.DataFrame:
+    """The benchmark's trials; with `configs` (aggregate.aggregate_configs), only those of each
+    (method, chi)'s configuration best on validation, the one the accuracy table shows: a sweep
+    over batch size (or any field) is not averaged together, and "seeds" counts seeds."""
+    bench = trials[trials["benchmark"] == benchmark]
+    if configs is None:
+        return bench
+    bench_configs = configs[configs["benchmark"] == benchmark]
+    run_ids = [r for (method, chi), _ in bench_configs.groupby(["method", "chi"])
+               for r in best_config_of(bench_configs, method=method, chi=chi)["run_ids"]]
+    return bench[bench["run_id"].isin(run_ids)]
+
+
+def _n_experts(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's experts per MoE layer (read.trial_info's n_experts; chi for frames without it)."""
+    return trials["n_experts"] if "n_experts" in trials else trials["chi"]
+
+
+def diagnostic_rows(trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame | None = None) -> list[dict]:
+    """One row per (method, chi) of the benchmark's finished trials that logged diagnostics, in
+    registry order (as the accuracy table), then by chi; with `configs`, of the configuration
+    best on validation only (_chosen)."""
     rows = []
-    done = trials[(trials["benchmark"] == benchmark) & trials["diag"].map(bool)]
+    bench = _chosen(trials, benchmark, configs)
+    done = bench[bench["diag"].map(bool)]
     for (method, chi), group in done.groupby(["method", "chi"], sort=True):
         row = {"method": method, "chi": int(chi), "n": len(group)}
         for col in COLUMNS:
             values = [d[DIAG_PREFIX + col] for d in group["diag"] if DIAG_PREFIX + col in d]
             row[col] = float(np.mean(values)) if values else None
-        # one expert (a dense model): no routing pairs, so nothing for pruning to act on or not
-        row["flags"] = None if int(chi) <= 1 else cannot_act(
+        # one expert (a dense model, chi = rho = 1): no routing pairs, nothing for pruning to act on or not
+        row["flags"] = None if int(_n_experts(group).max()) <= 1 else cannot_act(
             {DIAG_PREFIX + c: row[c] for c in ("moe_share", "local_entropy") if row[c] is not None})
         rows.append(row)
+    rows.sort(key=lambda r: (method_order(r["method"]), r["method"], r["chi"]))
     return rows
 
 
 def flagged_trials(trials: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """(run name, reasons) of every finished trial whose own diagnostics say pruning cannot act."""
     out = []
-    for _, t in trials[trials["diag"].map(bool) & (trials["chi"] > 1)].iterrows():
+    for _, t in trials[trials["diag"].map(bool) & (_n_experts(trials) > 1)].iterrows():
         reasons = cannot_act(t["diag"])
         if reasons:
             out.append((t["run_name"], reasons))
     return out
 
 
-def entropy_histories(client, trials: pd.DataFrame, benchmark: str) -> dict:
+def entropy_histories(client, trials: pd.DataFrame, benchmark: str, configs: pd.DataFrame | None = None) -> dict:
     """{(chi, kind, modality): (epochs,) mean over S3 trials (seeds) and layers of the entropy over
-    Selection's epochs}."""
+    Selection's epochs}; with `configs`, of each chi's configuration best on validation only."""
     per: dict = {}
-    s3 = trials[(trials["benchmark"] == benchmark) & (trials["method"] == primary_method()) & trials["diag"].map(bool)]
+    bench = _chosen(trials, benchmark, configs)
+    s3 = bench[(bench["method"] == primary_method()) & bench["diag"].map(bool)]
     for _, t in s3.iterrows():
         run = client.get_run(t["run_id"])
         for key in run.data.metrics:
@@ -114,20 +137,25 @@ def _cell(v, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def table_cells(row: dict) -> tuple:
-    if row["flags"] is None:
+    """A row's cells. A one-expert model (flags None) has no routing: its entropies (0 by
+    construction) and gate AUC (0.5: every gate ties at 1) are shown as '–', not as numbers."""
+    routed = row["flags"] is not None
+    if not routed:
         verdict = "– (one expert)"
     else:
         verdict = "no: " + "; ".join(row["flags"]) if row["flags"] else "yes"
-    return (method_label(row["method"]), str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), _cell(row["local_entropy"]),
-            _cell(row["global_entropy"]), _cell(row["gate_auc"]), _cell(row["headroom"], 100.0, 1), verdict)
+    routing = [_cell(row[c]) if routed else "–" for c in ("local_entropy", "global_entropy", "gate_auc")]
+    return (method_label(row["method"]), str(row["chi"]), str(row["n"]), _cell(row["moe_share"]), *routing,
+            _cell(row["headroom"], 100.0, 1), verdict)
 
 
-def section(client, trials: pd.DataFrame, benchmark: str, name: str, images: dict) -> dict:
-    """The benchmark section's diagnostics: {'diag_rows', 'entropy'} (entropy: the PNG's file name)."""
+def section(client, trials: pd.DataFrame, benchmark: str, name: str, images: dict, configs: pd.DataFrame) -> dict:
+    """The benchmark section's diagnostics: {'diag_rows', 'entropy'} (entropy: the PNG's file name),
+    of each (method, chi)'s configuration best on validation (`configs`: aggregate.aggregate_configs)."""
     if "diag" not in trials:
         return {}
-    out = {"diag_rows": diagnostic_rows(trials, benchmark)}
-    png = plot_entropy(benchmark, entropy_histories(client, trials, benchmark))
+    out = {"diag_rows": diagnostic_rows(trials, benchmark, configs)}
+    png = plot_entropy(benchmark, entropy_histories(client, trials, benchmark, configs))
     if png is not None:
         images[f"entropy_{name}.png"] = png
         out["entropy"] = f"entropy_{name}.png"

@@ -45,6 +45,12 @@ def _reference_methods(configs: pd.DataFrame) -> list[tuple[str, str, str]]:
             for i, m in enumerate(others)]
 
 
+def _reference_label(method: str, config: pd.Series) -> str:
+    """A reference line's legend entry, shared by the test and the valid panel: both values."""
+    return (f"{method_label(method)}: test {config['test_acc_mean']:.2f}, valid {config['valid_acc_mean']:.2f} "
+            "(best p on valid)")
+
+
 def _p_label(p: float) -> str:
     """0.125 -> '0.125', 0.3 -> '0.3', 1.0 -> '1.0'."""
     text = f"{p:g}"
@@ -82,7 +88,9 @@ def _plot_s3_chi(ax, split: str, curves: pd.DataFrame, config: pd.Series, colour
 
 
 def plot_curves(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> bytes:
-    """Test (left) and validation (right) accuracy vs keep-ratio p, one colour per chi.
+    """Test (left) and validation (right) accuracy vs keep-ratio p, one colour per chi; every other
+    method a flat line in its registry style with its marker (staggered over p, so that methods
+    at equal accuracy stay apart). One legend for both panels: a line's entry gives both values.
 
     Args:
         points: this benchmark's curve points (read.load_trials), percent.
@@ -101,10 +109,15 @@ def plot_curves(benchmark: str, points: pd.DataFrame, configs: pd.DataFrame) -> 
             _plot_s3_chi(ax, split, points[points["run_id"].isin(config["run_ids"])], config, colours(index % 10))
             if split == "test":
                 _plot_paper_stars(ax, benchmark, chi, colours(index % 10))
-        for method, colour, style in _reference_methods(bench_configs):
-            value = best_config_of(bench_configs, method=method)[f"{split}_acc_mean"]
-            ax.axhline(value, color=colour, linestyle=style, linewidth=1.6,
-                       label=f"{method_label(method)}: {value:.2f} (best p on valid)")
+        references = _reference_methods(bench_configs)
+        for index, (method, colour, style) in enumerate(references):
+            config = best_config_of(bench_configs, method=method)
+            # markers at every len(references)-th p, shifted by one per method: two methods at the
+            # same accuracy draw one line, but both markers show
+            ax.plot(keep_ratios, [config[f"{split}_acc_mean"]] * len(keep_ratios), color=colour, linestyle=style,
+                    linewidth=1.6, marker=method_style(method).marker, markersize=6,
+                    markevery=slice(index % len(keep_ratios), None, len(references)),
+                    label=_reference_label(method, config))
         ax.set_xlim(1.03, min(keep_ratios) - 0.03)  # p = 1.0 on the left: sparser to the right, as in the paper
         if len(keep_ratios) <= MAX_P_TICKS:
             ax.set_xticks(keep_ratios, [_p_label(p) for p in keep_ratios])

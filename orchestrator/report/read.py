@@ -140,6 +140,9 @@ def trial_info(run, experiment_name: str) -> dict:
         "preset": tags.get(layout.TAG_PRESET, ""),
         "seed": _parse_int(tags.get(layout.TAG_SEED, params.get("seed"))),
         "chi": layout.read_chi(params),
+        # routed experts per MoE layer, chi * rho (S3Config.num_experts): S3 at chi = 1 still routes
+        # among rho experts; a run without a logged rho counts as chi's
+        "n_experts": layout.read_chi(params) * (_parse_int(params.get("rho")) or 1),
         "batch_size": _parse_int(params.get("batch_size")),
         "config_key": repr(config),
         "failure_reason": tags.get(layout.TAG_FAILURE, ""),
