@@ -66,10 +66,18 @@ def setting_of(row) -> dict:
     return out
 
 
+def curve_of(run_id: str) -> dict[float, tuple[float, float]]:
+    """A trial's curve from MLflow: p -> (test accuracy, valid accuracy); step = p in per mille."""
+    client = mlflow.MlflowClient()
+    test = {m.step: m.value for m in client.get_metric_history(run_id, "test_acc")}
+    valid = {m.step: m.value for m in client.get_metric_history(run_id, "valid_acc")}
+    return {step / 1000: (test[step], valid[step]) for step in test if step in valid}
+
+
 def cmd_search(root: Path, args) -> None:
     for d in SEARCH_SEEDS:
         run_grid(root, "fair_chance", f"s3-fair-search-d{d}", "--synthetic", f"seed={d}",
-                 "--num-samples", str(args.num_samples))
+                 "--num-samples", str(args.num_samples), "--seed-search", str(args.seed_search + d))
 
 
 def top_settings(root: Path) -> list[tuple[int, dict, float]]:
@@ -132,11 +140,51 @@ def _fmt(x: float, scale: float = 100.0, digits: int = 1) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{scale * x:.{digits}f}"
 
 
+def plot_heldout(root: Path, variants, path: Path) -> None:
+    """Mean test accuracy over the held-out data seeds against p: S3 and the ablation at the winner and
+    at the defaults, CLIP-style and the raw probe as flat lines; one panel per variant."""
+    import matplotlib   # plotting: loaded only when a figure is asked for
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4.2), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        for which, colour in (("winner", "tab:red"), ("defaults", "tab:blue")):
+            df = trials(root, heldout_experiment(variant, which))
+            if not len(df):
+                continue
+            for method, style in (("s3", "-o"), ("s3_no_select", ":^")):
+                curves = [curve_of(str(r)) for r in df.loc[df["params.method"] == method, "run_id"]]
+                if not curves:
+                    continue
+                ps = sorted(set.intersection(*(set(c) for c in curves)))
+                ax.plot(ps, [100 * sum(c[p][0] for c in curves) / len(curves) for p in ps], style, color=colour,
+                        label=f"{'S3' if method == 's3' else 'S3 without Stage 2'} ({which}, n={len(curves)})")
+            for method, ls in (("clip", "--"), ("raw_probe", "-.")):
+                vals = df.loc[df["params.method"] == method, "metrics.test_acc_at_best"].dropna()
+                if len(vals):
+                    ax.axhline(100 * vals.mean(), color=colour if method == "clip" else "gray", linestyle=ls,
+                               linewidth=1.2, label=f"{'CLIP-style' if method == 'clip' else 'raw probe'} ({which})")
+        ax.set(title=f"{variant}: held-out data seeds {', '.join(map(str, HELDOUT_SEEDS))}", xlabel="keep-ratio p",
+               ylabel="test accuracy (%), mean over seeds")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"figure -> {path}")
+
+
 def cmd_table(root: Path, args) -> None:
+    if args.plot:
+        plot_heldout(root, args.variants, args.plot)
     for variant in args.variants:
         by = {}
         for which in ("winner", "defaults"):
             df = trials(root, heldout_experiment(variant, which))
+            if not len(df):
+                by[which] = {m: {} for m in METHODS}
+                continue
             by[which] = {m: {int(r["params.seed"]): r for _, r in df[df["params.method"] == m].iterrows()} for m in METHODS}
         print(f"\n### {variant}, data seeds {', '.join(map(str, args.seeds))} (model seed = data seed)\n")
         print("| setting | method | n | test acc @p* | mean p* | test acc p=1 | MoE share | local entropy | gate AUC | headroom |")
@@ -152,8 +200,26 @@ def cmd_table(root: Path, args) -> None:
                     return sum(vals) / len(vals) if vals else float("nan")
                 print(f"| {which} | {m} | {len(rows)} | {_fmt(mean('metrics.test_acc_at_best'))} | "
                       f"{_fmt(mean('metrics.best_keep_ratio'), 1, 2)} | {_fmt(mean('metrics.test_acc_no_prune'))} | "
-                      + " | ".join(_fmt(mean(f"metrics.{k}"), 1, 2) if k != "diag/headroom"
+                      + " | ".join("–" if m == "clip" and k in ("diag/local_entropy", "diag/gate_auc")  # one expert
+                                   else _fmt(mean(f"metrics.{k}"), 1, 2) if k != "diag/headroom"
                                    else _fmt(mean(f"metrics.{k}")) for k in DIAG) + " |")
+        print("\nMean test accuracy (%) over the data seeds at each p (valid in brackets):\n")
+        ps = None
+        for which in ("winner", "defaults"):
+            for m in ("s3", "s3_no_select"):
+                curves = [curve_of(str(r["run_id"])) for r in by[which][m].values()]
+                if not curves:
+                    continue
+                if ps is None:
+                    ps = sorted(curves[0], reverse=True)
+                    print("| setting | method | " + " | ".join(f"p = {p:g}" for p in ps) + " |")
+                    print("|---|---|" + "---|" * len(ps))
+                cells = []
+                for p in ps:
+                    te = [c[p][0] for c in curves if p in c]
+                    va = [c[p][1] for c in curves if p in c]
+                    cells.append(f"{100 * sum(te) / len(te):.1f} ({100 * sum(va) / len(va):.1f})")
+                print(f"| {which} | {m} | " + " | ".join(cells) + " |")
         print("\n| comparison (paired by data seed) | n | mean difference (points) | 95% interval |\n|---|---|---|---|")
         pairs = [(f"{w}: s3 - {m}", ("s3", w), (m, w)) for w in ("winner", "defaults") for m in METHODS[1:]]
         pairs += [("s3: winner - defaults", ("s3", "winner"), ("s3", "defaults")),
@@ -177,8 +243,12 @@ def main(argv=None) -> int:
     ap.add_argument("step", choices=("search", "confirm", "choose", "heldout", "table"))
     ap.add_argument("--root", type=Path, default=Path("fair_chance"), help="where the study's stores live")
     ap.add_argument("--num-samples", type=int, default=16, help="Optuna trials per search study")
+    ap.add_argument("--seed-search", type=int, default=0,
+                    help="search: study D's Optuna sampler seed is this + D (the run in docs/RESULTS.md used 0 for "
+                         "all three studies, so their first 10 random settings were the same)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(HELDOUT_SEEDS), help="held-out data seeds")
+    ap.add_argument("--plot", type=Path, default=None, help="table: also draw the held-out curves into this PNG")
     args = ap.parse_args(argv)
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
