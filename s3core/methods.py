@@ -160,11 +160,13 @@ def _joint_config(cfg: S3Config) -> dict:
     return _dense_equal_budget(cfg, **_infomax_split(cfg))
 
 
+# The InfoMax baselines' colours are outside matplotlib's tab10, which the report gives S3's and the
+# ablation's per-chi lines in turn, so no baseline shares a colour with an S3 line.
 INFOMAX_DISENTANGLED = (
     Method("disentangled_ssl", (DSSL_SHARED, DSSL_SPECIFIC), config_changes=_dssl_config,
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="DisentangledSSL", family="infomax", style=Style("tab:green", "D", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="DisentangledSSL", family="infomax", style=Style("darkgoldenrod", "D", "--")),
     Method("joint_opt", (JOINT_OPT,), config_changes=_joint_config, sweeps=("batch_size", *DENSE_SILENT_CHOICES),
-           label="JointOpt", family="infomax", style=Style("tab:brown", "v", "--")),
+           label="JointOpt", family="infomax", style=Style("teal", "v", "--")),
 )
 # ---------------------------------------------------------------- end issue 21
 
@@ -173,12 +175,12 @@ INFOMAX_DISENTANGLED = (
 INFOMAX_FOCAL_FACTORCL = (
     # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
     Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", family="infomax", style=Style("tab:red", "<", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", family="infomax", style=Style("navy", "<", "--")),
     # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
     # z_split pinned to 0: its five blocks are cut from one z, never from a trial's shared/private split
     Method("factorcl", (FACTORCL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=0),
            head=_factorcl_critics,
-           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", family="infomax", style=Style("tab:pink", "P", "--")),
+           sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FactorCL-SSL", family="infomax", style=Style("orchid", "P", "--")),
 )
 # ---------------------------------------------------------------- end issue 21: FOCAL / FactorCL
 
