@@ -24,9 +24,10 @@ Subcommands (run from the repository root with the project's venv; every run sin
            `step2disen.train_step2`, keeping the model) on data seed S with training seed S -> <out>/theirs.json: every
            accuracy their own code logs, and (column `concat`) LogisticRegression(max_iter=200) on the
            concatenation of all the parts their `get_embedding` returns, which is our probe's protocol.
-    ours   --seeds S.. [--set FIELD=VALUE..]  `python -m s3core --benchmark arrays --data-dir labelK.npz
+    ours   --seeds S.. [--epochs E] [--set FIELD=VALUE..]  `python -m s3core --benchmark arrays --data-dir labelK.npz
            --method M --seed S --set probe=factorcl probe_max_iter=200 ...` for the four InfoMax methods
-           -> <out>/ours.json.
+           -> <out>/ours.json. --epochs E trains as long as `theirs --epochs E` (`epoch_flags`:
+           DisentangledSSL E + E for its two steps, the one-step methods E).
     table  both side by side, mean +- std over seeds, per label -> printed and <out>/table.md.
 
 What is the same: the data and its split (train = their train, test = their test, to the sample),
@@ -225,8 +226,7 @@ def cmd_ours(args) -> None:
                 out_json = os.path.join(seed_dir(args.out, seed), f"ours_{method}_label{k}.json")
                 cmd = [sys.executable, "-m", "s3core", "--benchmark", "arrays", "--data-dir", npz, "--method", method,
                        "--seed", str(seed), "--batch-size", "256", "--json", out_json, "--quiet",
-                       *(["--epochs-special", str(args.epochs_special)] if args.epochs_special else []),
-                       *(["--epochs-select", str(args.epochs_select)] if args.epochs_select else []),
+                       *epoch_flags(method, args),
                        "--set", "probe=factorcl", "probe_max_iter=200", "epoch_probe=False",
                        *args.set]
                 t0 = time.time()
@@ -239,6 +239,22 @@ def cmd_ours(args) -> None:
                 print(f"ours: seed {seed} label {k} {method}: test {acc} in {seconds} s  ({' '.join(cmd[1:])})")
     with open(path, "w") as fh:
         json.dump(results, fh, indent=1)
+
+
+def epoch_flags(method: str, args) -> list[str]:
+    """The s3core epoch flags for one method. With --epochs E, the same epochs as `theirs --epochs E`
+    (which sets their num_epoch, num_epoch_s1 and num_epoch_s2 to E): DisentangledSSL E for step 1
+    (epochs_special) and E for step 2 (epochs_select); the one-step methods E in all (epochs_special E,
+    epochs_select 0, since they train for epochs_special + epochs_select). Else the explicit flags."""
+    if args.epochs is not None:
+        if args.epochs_special is not None or args.epochs_select is not None:
+            raise UsageError("give --epochs, or --epochs-special / --epochs-select, not both")
+        if args.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+        select = args.epochs if method == "disentangled_ssl" else 0
+        return ["--epochs-special", str(args.epochs), "--epochs-select", str(select)]
+    return [*(["--epochs-special", str(args.epochs_special)] if args.epochs_special is not None else []),
+            *(["--epochs-select", str(args.epochs_select)] if args.epochs_select is not None else [])]
 
 
 def test_accuracy(summary: dict) -> float:
@@ -321,6 +337,8 @@ def main(argv=None) -> None:
     q.add_argument("--seeds", type=int, nargs="+", required=True)
     q.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
     q.add_argument("--methods", nargs="+", default=list(OURS), choices=OURS)
+    q.add_argument("--epochs", type=int, default=None,
+                   help="the epochs of `theirs --epochs E`, split per method as theirs does (epoch_flags)")
     q.add_argument("--epochs-special", type=int, default=None, help="default: the library's")
     q.add_argument("--epochs-select", type=int, default=None, help="DisentangledSSL step 2 (default: the library's)")
     q.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",

@@ -71,3 +71,21 @@ def test_every_variant_the_study_names_is_a_valid_synthetic_config():
     for variant in ("localized", "nuisance", "entangled"):
         plan = make_plan(load_preset("infomax_study"), Overrides(synthetic={"variant": variant}))
         assert SyntheticConfig(**plan.data.synthetic).variant == variant
+
+
+def test_ours_epochs_match_theirs_per_method_and_refuse_a_mix():
+    """`ours --epochs E` trains as long as `theirs --epochs E`: DisentangledSSL E + E (their step 1 and
+    step 2), the one-step methods E in all (epochs_special + epochs_select = E)."""
+    import argparse
+
+    import pytest
+
+    script = _script()
+    args = argparse.Namespace(epochs=30, epochs_special=None, epochs_select=None)
+    assert script.epoch_flags("disentangled_ssl", args) == ["--epochs-special", "30", "--epochs-select", "30"]
+    for method in ("joint_opt", "focal", "factorcl"):
+        assert script.epoch_flags(method, args) == ["--epochs-special", "30", "--epochs-select", "0"]
+    explicit = argparse.Namespace(epochs=None, epochs_special=4, epochs_select=0)
+    assert script.epoch_flags("focal", explicit) == ["--epochs-special", "4", "--epochs-select", "0"]
+    with pytest.raises(SystemExit, match="not both"):
+        script.epoch_flags("focal", argparse.Namespace(epochs=3, epochs_special=4, epochs_select=None))
