@@ -168,7 +168,7 @@ def plan_params(plan: Plan) -> dict:
 
 def _open_parent(plan: Plan, client, bench: str, gid: str, tags: dict, bench_data, digest: str):
     exp_name = L.experiment_name(bench, plan.tracking.experiment)
-    experiment_id = get_or_create_experiment(client, exp_name)
+    experiment_id = get_or_create_experiment(client, exp_name, plan.tracking.uri)
     parent = find_parent(client, experiment_id, gid) if plan.tracking.resume else None
     if plan.tracking.resume and parent is None:
         print(f"--resume: no earlier grid {gid} (preset {plan.preset.name}) in experiment {exp_name}; starting it now",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
@@ -68,10 +69,24 @@ def provenance_tags() -> dict:
         {L.TAG_CODE_VERSION: code_version()}
 
 
-def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+def sqlite_artifact_location(tracking_uri: str, name: str) -> str | None:
+    """Where a new experiment's artifacts go on a SQLite store: beside the store, in
+    <store folder>/mlruns/<name, with characters outside [A-Za-z0-9._-] as '_'>. MLflow's own default
+    is ./mlruns of whatever folder the process runs in, so a store opened from another folder would
+    leave its curves and models behind there. None (the server decides) for any other URI."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    folder = Path(tracking_uri[len("sqlite:///"):]).parent
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "experiment"
+    return (folder / "mlruns" / safe).as_uri()
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str = "") -> str:
+    """The experiment `name` (created, or restored if deleted), tagged as model training; a new one on a
+    SQLite store keeps its artifacts beside the store (`sqlite_artifact_location`)."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        experiment_id = client.create_experiment(name)
+        experiment_id = client.create_experiment(name, artifact_location=sqlite_artifact_location(tracking_uri, name))
     else:
         experiment_id = exp.experiment_id
         if exp.lifecycle_stage == "deleted":

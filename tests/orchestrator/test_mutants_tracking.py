@@ -323,6 +323,22 @@ def test_get_or_create_experiment_creates_restores_and_tags(store, monkeypatch, 
     assert client.get_experiment(exp_id).lifecycle_stage == "active"
 
 
+def test_a_new_experiment_on_a_sqlite_store_keeps_its_artifacts_beside_the_store(store, monkeypatch, tmp_path):
+    """Opened from another folder, the store's artifacts land beside it, not in ./mlruns of that folder."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{store.root / 'mlflow.db'}"
+    name = f"s3-synthetic/odd name {next(_names)}"
+    exp_id = tracking.get_or_create_experiment(store.client, name, uri)
+    location = store.client.get_experiment(exp_id).artifact_location
+    assert location == (store.root / "mlruns" / f"s3-synthetic_odd_name_{name.rsplit(' ', 1)[1]}").as_uri()
+    run = store.client.create_run(exp_id).info.run_id
+    art = tmp_path / "curve.csv"
+    art.write_text("p,acc\n")
+    store.client.log_artifact(run, str(art))
+    assert list((store.root / "mlruns").rglob("curve.csv")) and not (tmp_path / "mlruns").exists()
+    assert tracking.sqlite_artifact_location("http://127.0.0.1:5000", name) is None
+
+
 def test_param_str_and_is_number():
     assert tracking.param_str([1.0, 0.5]) == "[1.0, 0.5]" and tracking.param_str((1, 2)) == "[1, 2]"
     assert tracking.param_str({"a": 1}) == '{"a": 1}' and tracking.param_str(0.25) == "0.25"
