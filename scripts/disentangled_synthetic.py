@@ -90,6 +90,7 @@ AUTHORS_SIDE = os.path.join(HERE, "disentangled_synthetic_authors.py")   # what 
 ROOT = os.path.dirname(HERE)
 OURS = ("disentangled_ssl", "joint_opt", "focal", "factorcl")
 THEIRS = ("disentangled_ssl", "joint_opt", "focal")
+REFERENCES = ("raw_probe",)   # no training: the probe on the raw features, the floor every method should clear
 LABELS = (1, 2, 3)
 LABEL_FACTOR = {1: "Z1 (unique to X)", 2: "Zs (shared)", 3: "Z2 (unique to Y)"}
 
@@ -211,8 +212,16 @@ def cmd_theirs(args) -> None:
 
 
 # ---------------------------------------------------------------- ours
+def ours_path(out: str, tag: str) -> str:
+    return os.path.join(out, f"ours_{tag}.json" if tag else "ours.json")
+
+
 def cmd_ours(args) -> None:
-    path = os.path.join(args.out, "ours.json")
+    if args.train_once:
+        return cmd_ours_once(args)
+    if args.tag:
+        raise UsageError("--tag goes with --train-once")
+    path = ours_path(args.out, "")
     results = {}
     if os.path.exists(path):
         with open(path) as fh:
@@ -239,6 +248,91 @@ def cmd_ours(args) -> None:
                 print(f"ours: seed {seed} label {k} {method}: test {acc} in {seconds} s  ({' '.join(cmd[1:])})")
     with open(path, "w") as fh:
         json.dump(results, fh, indent=1)
+
+
+def cmd_ours_once(args) -> None:
+    """--train-once: one training per (seed, method), on label 1's file, and Stage 3 (the probe at
+    p = 1) on every label's file with that model (`_ours_once`). The methods are self-supervised,
+    the three files differ only in their labels, so this is what three `python -m s3core` runs
+    train, once (checked: `test_the_labels_do_not_reach_the_infomax_training`). Runs --jobs
+    (seed, method) pairs at a time, each one process on one thread; this process alone writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = ours_path(args.out, args.tag)
+    results = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            results = json.load(fh)
+    jobs = []
+    for seed in args.seeds:
+        for k in LABELS:
+            if not os.path.exists(os.path.join(seed_dir(args.out, seed), f"label{k}.npz")):
+                raise UsageError(f"{seed_dir(args.out, seed)}/label{k}.npz: missing; run `make --seed {seed}` first")
+        jobs += [(seed, method) for method in args.methods]
+    suffix = f"_{args.tag}" if args.tag else ""
+
+    def one(job):
+        seed, method = job
+        out_json = os.path.join(seed_dir(args.out, seed), f"ours{suffix}_{method}_once.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "_ours_once", "--out", args.out, "--seed", str(seed),
+               "--method", method, "--json", out_json, *epoch_flags(method, args), "--set", *args.set]
+        t0 = time.time()
+        subprocess.run(cmd, env=single_thread_env(), cwd=ROOT, check=True)
+        with open(out_json) as fh:
+            return job, json.load(fh), round(time.time() - t0, 1)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for (seed, method), accs, seconds in pool.map(one, jobs):
+            results.setdefault(str(seed), {})[method] = {**accs, "seconds": seconds}
+            print(f"ours{suffix}: seed {seed} {method}: "
+                  f"{', '.join(f'{k} {v:.4f}' for k, v in accs.items() if k.startswith('label'))} in {seconds} s",
+                  flush=True)
+            with open(path + ".tmp", "w") as fh:     # after every pair: an interrupted run keeps what finished
+                json.dump(results, fh, indent=1)
+            os.replace(path + ".tmp", path)
+
+
+def ours_once_inner(args) -> None:
+    """One (seed, method): train on label 1's file with s3core's run_trial, then s3core's Stage 3 at
+    p = 1 (`stages.sparsify`, the probe `python -m s3core` runs) on each label's file."""
+    import ast
+
+    import torch
+
+    from s3core.config import S3Config
+    from s3core.data import load_for_grid
+    from s3core.pipeline import method_config, run_trial
+    from s3core.stages import sparsify
+    from s3core.tensors import to_tensors
+
+    torch.set_num_threads(1)
+    fields = {"batch_size": 256, "seed": args.seed, "probe": "factorcl", "probe_max_iter": 200, "epoch_probe": False}
+    if args.epochs_special is not None:
+        fields["epochs_special"] = args.epochs_special
+    if args.epochs_select is not None:
+        fields["epochs_select"] = args.epochs_select
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            fields[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            fields[key] = raw
+    cfg = S3Config().replace(**fields).validate()
+    files = {k: os.path.join(seed_dir(args.out, args.seed), f"label{k}.npz") for k in LABELS}
+    result = run_trial(load_for_grid("arrays", data_dir=files[1]), cfg, args.method, progress=False)
+    out = {"label1": test_accuracy({"curve": result.curve}), "train_s": round(result.seconds, 1),
+           "config": result.config}
+    mcfg = method_config(cfg, args.method).validate()
+    for k in LABELS[1:]:
+        bench = load_for_grid("arrays", data_dir=files[k])
+        if result.model is None:      # a reference without a model (raw_probe): its own run per label
+            out[f"label{k}"] = test_accuracy({"curve": run_trial(bench, cfg, args.method, progress=False).curve})
+            continue
+        data = to_tensors(bench, mcfg.device)
+        out[f"label{k}"] = test_accuracy({"curve": sparsify(result.model, data, mcfg, progress=False)})
+    with open(args.json + ".tmp", "w") as fh:
+        json.dump(out, fh, indent=1)
+    os.replace(args.json + ".tmp", args.json)
 
 
 def epoch_flags(method: str, args) -> list[str]:
@@ -290,22 +384,28 @@ def cmd_table(args) -> None:
         with open(p) as fh:
             return json.load(fh)
 
-    theirs, ours = load("theirs.json"), load("ours.json")
-    if not theirs and not ours:
+    theirs = load("theirs.json")
+    settings = [("ours (concat probe)", load("ours.json"))]
+    for tag in args.tags:
+        if not os.path.exists(ours_path(args.out, tag)):
+            raise UsageError(f"{ours_path(args.out, tag)}: missing; run `ours --train-once --tag {tag}` first")
+        settings.append((f"ours, {tag}", load(os.path.basename(ours_path(args.out, tag)))))
+    if not theirs and not any(o for _, o in settings):
         raise UsageError(f"nothing under {args.out}: run `theirs` and `ours` first")
-    lines = ["| label | method | ours (concat probe) | theirs, concat probe | theirs, their probe: shared "
-             "| spe1 | spe2 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| label | method | " + " | ".join(name for name, _ in settings) + " | theirs, concat probe | "
+             "theirs, their probe: shared | spe1 | spe2 |", "|---" * (len(settings) + 6) + "|"]
     for k in LABELS:
-        for m in OURS:
-            o = [ours[s][m][f"label{k}"] for s in ours if m in ours[s] and f"label{k}" in ours[s][m]]
+        for m in OURS + REFERENCES:
+            cells = [[o[s][m][f"label{k}"] for s in o if m in o[s] and f"label{k}" in o[s][m]] for _, o in settings]
             t = [theirs[s][m]["concat"][f"label{k}"] for s in theirs if m in theirs[s]]
             parts = []
             for name, key in their_parts(m, k):
                 parts.append(_mean_std([theirs[s][m]["their_logs"][key] for s in theirs
                                         if m in theirs[s] and key in theirs[s][m]["their_logs"]]))
-            if not o and not t:
+            if not any(cells) and not t:
                 continue
-            lines.append(f"| {k}: {LABEL_FACTOR[k]} | {m} | {_mean_std(o)} | {_mean_std(t)} | {' | '.join(parts)} |")
+            lines.append(f"| {k}: {LABEL_FACTOR[k]} | {m} | {' | '.join(_mean_std(c) for c in cells)} | "
+                         f"{_mean_std(t)} | {' | '.join(parts)} |")
     text = "\n".join(lines) + "\n\nTest accuracy (%), mean ± std over seeds (n); theirs: " \
         f"{REPO}@{COMMIT[:7]}; '–': not run (FactorCL has no code in their synthetic_task).\n"
     with open(os.path.join(args.out, "table.md"), "w") as fh:
@@ -336,16 +436,29 @@ def main(argv=None) -> None:
     q = common(sub.add_parser("ours", help="python -m s3core on the same files"))
     q.add_argument("--seeds", type=int, nargs="+", required=True)
     q.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
-    q.add_argument("--methods", nargs="+", default=list(OURS), choices=OURS)
+    q.add_argument("--methods", nargs="+", default=list(OURS), choices=OURS + REFERENCES)
     q.add_argument("--epochs", type=int, default=None,
                    help="the epochs of `theirs --epochs E`, split per method as theirs does (epoch_flags)")
     q.add_argument("--epochs-special", type=int, default=None, help="default: the library's")
     q.add_argument("--epochs-select", type=int, default=None, help="DisentangledSSL step 2 (default: the library's)")
     q.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="more S3Config fields (not epochs_*: python -m s3core refuses them twice)")
-    common(sub.add_parser("table", help="both side by side"))
+    q.add_argument("--train-once", action="store_true",
+                   help="train once per seed and method, probe every label with that model (cmd_ours_once)")
+    q.add_argument("--tag", default="", help="with --train-once: results in ours_<tag>.json (another setting)")
+    q.add_argument("--jobs", type=int, default=1, help="with --train-once: (seed, method) pairs run at a time")
+    q = common(sub.add_parser("_ours_once", help=argparse.SUPPRESS))
+    q.add_argument("--seed", type=int, required=True)
+    q.add_argument("--method", required=True, choices=OURS + REFERENCES)
+    q.add_argument("--json", required=True)
+    q.add_argument("--epochs-special", type=int, default=None)
+    q.add_argument("--epochs-select", type=int, default=None)
+    q.add_argument("--set", nargs="*", default=[])
+    q = common(sub.add_parser("table", help="both side by side"))
+    q.add_argument("--tags", nargs="*", default=[], help="also these `ours --train-once --tag` settings")
     args = p.parse_args(argv)
-    {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "table": cmd_table}[args.cmd](args)
+    {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "_ours_once": ours_once_inner,
+     "table": cmd_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

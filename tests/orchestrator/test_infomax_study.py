@@ -89,3 +89,34 @@ def test_ours_epochs_match_theirs_per_method_and_refuse_a_mix():
     assert script.epoch_flags("focal", explicit) == ["--epochs-special", "4", "--epochs-select", "0"]
     with pytest.raises(SystemExit, match="not both"):
         script.epoch_flags("focal", argparse.Namespace(epochs=3, epochs_special=4, epochs_select=None))
+
+
+def test_the_labels_do_not_reach_the_infomax_training(tmp_path):
+    """`ours --train-once` trains once on label 1's file and probes the others with that model: sound
+    only if the InfoMax methods' training never reads the labels. Two files that differ only in their
+    labels must give bit-identical trained weights (and, when the labels differ, different probes)."""
+    import torch
+
+    from s3core.config import S3Config
+    from s3core.data.arrays import load_arrays
+    from s3core.pipeline import run_trial
+
+    script = _script()
+    rng = np.random.default_rng(1)
+    n = 48
+    x, y = rng.normal(size=(n, 6)), rng.normal(size=(n, 6))
+    idx = np.arange(n)
+    paths = []
+    for k in (1, 2):
+        labels = (x[:, 0] > 0) if k == 1 else (y[:, 1] > 0)
+        paths.append(tmp_path / f"label{k}.npz")
+        np.savez(paths[-1], **script.arrays_layout(x, y, labels.astype(float), idx[:32], idx[32:40], idx[40:]))
+    cfg = S3Config(d_model=8, n_heads=2, d_ff=16, proj_dim=8, batch_size=16, epochs_special=1, epochs_select=1,
+                   epoch_probe=False, factorcl_critic_hidden=8, seed=3)
+    for method in script.OURS:
+        a, b = (run_trial(load_arrays(p), cfg, method, progress=False) for p in paths)
+        wa, wb = a.model.state_dict(), b.model.state_dict()
+        assert wa.keys() == wb.keys()
+        for name in wa:
+            assert torch.equal(wa[name], wb[name]), (method, name)
+        assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history], method
