@@ -376,6 +376,30 @@ def their_parts(method: str, k: int) -> list[tuple[str, str]]:
     return keys
 
 
+def gap_lines(theirs: dict, settings: list[tuple[str, dict]]) -> list[str]:
+    """Each setting of ours minus their concat probe, paired by seed (the same data seed), with its
+    95% t-interval; and whether ours' mean lies within the range of their per-seed results."""
+    from orchestrator.stats import paired_difference
+
+    lines = ["| label | method | setting | ours - theirs (points, paired by seed, 95% CI) | ours' mean within "
+             "their range (min-max over seeds) |", "|---|---|---|---|---|"]
+    for k in LABELS:
+        for m in THEIRS:
+            t = {s: theirs[s][m]["concat"][f"label{k}"] for s in theirs if m in theirs[s]}
+            for name, o in settings:
+                ours = {s: o[s][m][f"label{k}"] for s in o if m in o[s] and f"label{k}" in o[s][m]}
+                if not t or not (set(t) & set(ours)):
+                    continue
+                d = paired_difference(ours, t, names=("ours", "theirs"))
+                mean = 100 * float(np.mean([ours[s] for s in d.seeds]))
+                lo, hi = 100 * min(t[s] for s in d.seeds), 100 * max(t[s] for s in d.seeds)
+                ci = f" [{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
+                inside = "yes" if lo <= mean <= hi else "no"
+                lines.append(f"| {k} | {m} | {name} | {100 * d.mean:+.1f}{ci} (n={d.n}) | {inside} ({mean:.1f} vs "
+                             f"{lo:.1f}-{hi:.1f}) |")
+    return lines
+
+
 def cmd_table(args) -> None:
     def load(name):
         p = os.path.join(args.out, name)
@@ -408,6 +432,7 @@ def cmd_table(args) -> None:
                          f"{_mean_std(t)} | {' | '.join(parts)} |")
     text = "\n".join(lines) + "\n\nTest accuracy (%), mean ± std over seeds (n); theirs: " \
         f"{REPO}@{COMMIT[:7]}; '–': not run (FactorCL has no code in their synthetic_task).\n"
+    text += "\n" + "\n".join(gap_lines(theirs, settings)) + "\n"
     with open(os.path.join(args.out, "table.md"), "w") as fh:
         fh.write(text)
     print(text)
