@@ -436,6 +436,50 @@ def cmd_table(args) -> None:
     with open(os.path.join(args.out, "table.md"), "w") as fh:
         fh.write(text)
     print(text)
+    if args.plot:
+        plot_table(theirs, settings, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def plot_table(theirs: dict, settings: list[tuple[str, dict]], path: str) -> None:
+    """One panel per method (theirs' three): per label, a bar per setting of ours and one for their code
+    (concat probe), mean with the std over seeds as an error bar and each seed as a dot; the raw-feature
+    probe of ours' first setting as a dashed line per label."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [(name, {s: o[s] for s in o}) for name, o in settings] + \
+        [("theirs (their code)", {s: {m: theirs[s][m]["concat"] for m in theirs[s]} for s in theirs})]
+    colours = ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#e6550d"][-len(bars):] if len(bars) <= 5 else None
+    fig, axes = plt.subplots(1, len(THEIRS), figsize=(4.6 * len(THEIRS), 4.2), sharey=True)
+    width = 0.8 / len(bars)
+    raw = settings[0][1]
+    for ax, m in zip(axes, THEIRS):
+        for j, (name, res) in enumerate(bars):
+            for i, k in enumerate(LABELS):
+                vals = [100 * res[s][m][f"label{k}"] for s in res if m in res[s] and f"label{k}" in res[s][m]]
+                if not vals:
+                    continue
+                x = i + (j - (len(bars) - 1) / 2) * width
+                ax.bar(x, np.mean(vals), width * 0.95, yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0,
+                       color=colours[j] if colours else None, label=name if i == 0 else None, capsize=2)
+                ax.plot([x] * len(vals), vals, ".", color="k", ms=3)
+        for i, k in enumerate(LABELS):
+            vals = [100 * raw[s]["raw_probe"][f"label{k}"] for s in raw if "raw_probe" in raw[s]]
+            if vals:
+                ax.hlines(np.mean(vals), i - 0.45, i + 0.45, colors="k", linestyles="--",
+                          label="raw-feature probe" if i == 0 else None)
+        ax.set_xticks(range(len(LABELS)), [f"label {k}\n{LABEL_FACTOR[k]}" for k in LABELS], fontsize=8)
+        ax.set_title(m)
+        ax.set_ylim(45, 90)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%), probe on all parts")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"DisentangledSSL's synthetic task: ours (s3core) and their code ({REPO}@{COMMIT[:7]})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- CLI
@@ -481,6 +525,7 @@ def main(argv=None) -> None:
     q.add_argument("--set", nargs="*", default=[])
     q = common(sub.add_parser("table", help="both side by side"))
     q.add_argument("--tags", nargs="*", default=[], help="also these `ours --train-once --tag` settings")
+    q.add_argument("--plot", default=None, metavar="PNG", help="also a bar chart of the table (plot_table)")
     args = p.parse_args(argv)
     {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "_ours_once": ours_once_inner,
      "table": cmd_table}[args.cmd](args)
