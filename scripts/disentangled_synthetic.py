@@ -62,6 +62,12 @@ Smoke (run on the shared 2-core machine, single thread, while a CPU study ran):
                                     30 s: 4.4-6.3 s per method, factorcl 13.9 s (61 s at its default
                                     critic width 512; the presets use 64 for cost)
     python scripts/disentangled_synthetic.py table --out /tmp/i21c/dssl                              0.3 s
+The study (docs/RESULTS.md, "Their own synthetic task"): --num-data 20000, --epochs 30, seeds 0-4, on the
+same machine with two processes at a time: `make` 2.1-2.5 s per seed; `theirs` 136-169 s (DisentangledSSL),
+200-238 s (JointOpt), 190-297 s (FOCAL) per seed; `ours --train-once` at the library's defaults 54-114 s per
+method and seed (the three labels probed); at --set d_model=512 d_ff=512 proj_dim=200 (their widths)
+335-395 s alone beside one other process, 710-770 s with two others. `ours --train-once` reproduced
+the per-label `python -m s3core` runs exactly (15 of 15 test accuracies equal, seeds 0-1).
 Sizing (same machine): `make --num-data 5000` 3.0 s; on it `theirs --epochs 1` 3.4-4.1 s and
 `--epochs 4` 11.3-12.9 s per method (training + their probes), so about 2.8 s per epoch at 4000
 train samples (15 batches of 256); `ours --epochs-special 1 --epochs-select 1` 9-10 s per method
