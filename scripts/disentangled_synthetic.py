@@ -415,7 +415,7 @@ def cmd_table(args) -> None:
             return json.load(fh)
 
     theirs = load("theirs.json")
-    settings = [("ours (concat probe)", load("ours.json"))]
+    settings = [("ours, defaults", load("ours.json"))]
     for tag in args.tags:
         if not os.path.exists(ours_path(args.out, tag)):
             raise UsageError(f"{ours_path(args.out, tag)}: missing; run `ours --train-once --tag {tag}` first")
@@ -457,7 +457,9 @@ def plot_table(theirs: dict, settings: list[tuple[str, dict]], path: str) -> Non
 
     bars = [(name, {s: o[s] for s in o}) for name, o in settings] + \
         [("theirs (their code)", {s: {m: theirs[s][m]["concat"] for m in theirs[s]} for s in theirs})]
-    colours = ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#e6550d"][-len(bars):] if len(bars) <= 5 else None
+    ours_colours = ["#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b"]
+    colours = [ours_colours[round(j * (len(ours_colours) - 1) / max(1, len(bars) - 2))] for j in range(len(bars) - 1)]
+    colours.append("#e6550d")   # their code
     fig, axes = plt.subplots(1, len(THEIRS), figsize=(4.6 * len(THEIRS), 4.2), sharey=True)
     width = 0.8 / len(bars)
     raw = settings[0][1]
@@ -469,7 +471,7 @@ def plot_table(theirs: dict, settings: list[tuple[str, dict]], path: str) -> Non
                     continue
                 x = i + (j - (len(bars) - 1) / 2) * width
                 ax.bar(x, np.mean(vals), width * 0.95, yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0,
-                       color=colours[j] if colours else None, label=name if i == 0 else None, capsize=2)
+                       color=colours[j], label=name if i == 0 else None, capsize=2)
                 ax.plot([x] * len(vals), vals, ".", color="k", ms=3)
         for i, k in enumerate(LABELS):
             vals = [100 * raw[s]["raw_probe"][f"label{k}"] for s in raw if "raw_probe" in raw[s]]
@@ -481,9 +483,10 @@ def plot_table(theirs: dict, settings: list[tuple[str, dict]], path: str) -> Non
         ax.set_ylim(45, 90)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("test accuracy (%), probe on all parts")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"DisentangledSSL's synthetic task: ours (s3core) and their code ({REPO}@{COMMIT[:7]})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
