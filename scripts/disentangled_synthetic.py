@@ -28,7 +28,8 @@ Subcommands (run from the repository root with the project's venv; every run sin
            --method M --seed S --set probe=factorcl probe_max_iter=200 ...` for the four InfoMax methods
            -> <out>/ours.json. --epochs E trains as long as `theirs --epochs E` (`epoch_flags`:
            DisentangledSSL E + E for its two steps, the one-step methods E).
-    table  both side by side, mean +- std over seeds, per label -> printed and <out>/table.md.
+    table  both side by side, mean +- std over seeds, per label -> printed and <out>/table.md
+           (scripts/disentangled_synthetic_report.py, the report half).
 
 What is the same: the data and its split (train = their train, test = their test, to the sample),
 the seeds (data seed = training seed = S), the probe (scikit-learn LogisticRegression, C = 1,
@@ -98,6 +99,9 @@ OURS = ("disentangled_ssl", "joint_opt", "focal", "factorcl")
 THEIRS = ("disentangled_ssl", "joint_opt", "focal")
 REFERENCES = ("raw_probe",)   # no training: the probe on the raw features, the floor every method should clear
 LABELS = (1, 2, 3)
+# Ours' side of "the same probe" (LogisticRegression(max_iter=200) on the raw embedding), for both
+# `ours` paths: `python -m s3core --set ...` and the in-process `_ours_once`.
+PROBE_FIELDS = {"probe": "factorcl", "probe_max_iter": 200, "epoch_probe": False}
 LABEL_FACTOR = {1: "Z1 (unique to X)", 2: "Zs (shared)", 3: "Z2 (unique to Y)"}
 
 # Their argparse defaults (synthetic_task/*.py at COMMIT), the values their scripts/ pass over them.
@@ -171,6 +175,14 @@ def run_authors(args, sub: str, extra: list[str]) -> None:
                    env=single_thread_env(), check=True)
 
 
+def read_json(path: str) -> dict:
+    """A results file, or {} where there is none yet."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)
+
+
 def seed_dir(out: str, seed: int) -> str:
     return os.path.join(out, "data", f"seed{seed}")
 
@@ -198,11 +210,8 @@ def cmd_make(args) -> None:
 
 
 def cmd_theirs(args) -> None:
-    results = {}
     path = os.path.join(args.out, "theirs.json")
-    if os.path.exists(path):
-        with open(path) as fh:
-            results = json.load(fh)
+    results = read_json(path)
     for seed in args.seeds:
         if not os.path.exists(os.path.join(seed_dir(args.out, seed), "raw.npz")):
             raise UsageError(f"no data for seed {seed} under {args.out}; run `make --seed {seed}` first")
@@ -228,10 +237,7 @@ def cmd_ours(args) -> None:
     if args.tag:
         raise UsageError("--tag goes with --train-once")
     path = ours_path(args.out, "")
-    results = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            results = json.load(fh)
+    results = read_json(path)
     for seed in args.seeds:
         for k in args.labels:
             npz = os.path.join(seed_dir(args.out, seed), f"label{k}.npz")
@@ -242,8 +248,7 @@ def cmd_ours(args) -> None:
                 cmd = [sys.executable, "-m", "s3core", "--benchmark", "arrays", "--data-dir", npz, "--method", method,
                        "--seed", str(seed), "--batch-size", "256", "--json", out_json, "--quiet",
                        *epoch_flags(method, args),
-                       "--set", "probe=factorcl", "probe_max_iter=200", "epoch_probe=False",
-                       *args.set]
+                       "--set", *(f"{k}={v}" for k, v in PROBE_FIELDS.items()), *args.set]
                 t0 = time.time()
                 subprocess.run(cmd, env=single_thread_env(), cwd=ROOT, check=True)
                 seconds = round(time.time() - t0, 1)
@@ -265,10 +270,7 @@ def cmd_ours_once(args) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     path = ours_path(args.out, args.tag)
-    results = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            results = json.load(fh)
+    results = read_json(path)
     jobs = []
     for seed in args.seeds:
         for k in LABELS:
@@ -301,10 +303,9 @@ def cmd_ours_once(args) -> None:
 def ours_once_inner(args) -> None:
     """One (seed, method): train on label 1's file with s3core's run_trial, then s3core's Stage 3 at
     p = 1 (`stages.sparsify`, the probe `python -m s3core` runs) on each label's file."""
-    import ast
-
     import torch
 
+    from s3core.__main__ import _literal   # how `python -m s3core --set` reads a value
     from s3core.config import S3Config
     from s3core.data import load_for_grid
     from s3core.pipeline import method_config, run_trial
@@ -312,17 +313,14 @@ def ours_once_inner(args) -> None:
     from s3core.tensors import to_tensors
 
     torch.set_num_threads(1)
-    fields = {"batch_size": 256, "seed": args.seed, "probe": "factorcl", "probe_max_iter": 200, "epoch_probe": False}
+    fields = {"batch_size": 256, "seed": args.seed, **PROBE_FIELDS}
     if args.epochs_special is not None:
         fields["epochs_special"] = args.epochs_special
     if args.epochs_select is not None:
         fields["epochs_select"] = args.epochs_select
     for item in args.set:
         key, _, raw = item.partition("=")
-        try:
-            fields[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            fields[key] = raw
+        fields[key] = _literal(raw)
     cfg = S3Config().replace(**fields).validate()
     files = {k: os.path.join(seed_dir(args.out, args.seed), f"label{k}.npz") for k in LABELS}
     result = run_trial(load_for_grid("arrays", data_dir=files[1]), cfg, args.method, progress=False)
@@ -363,132 +361,6 @@ def test_accuracy(summary: dict) -> float:
     if curve:
         return float(max(curve, key=lambda r: r["keep_ratio"])["test_acc"])
     raise UsageError(f"no test accuracy in the s3core summary (keys {sorted(summary)})")
-
-
-# ---------------------------------------------------------------- table
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    v = np.asarray(values, dtype=float) * (100 if max(values) <= 1 else 1)
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={len(v)})" if len(v) > 1 else f"{v.mean():.1f} (n=1)"
-
-
-def their_parts(method: str, k: int) -> list[tuple[str, str]]:
-    """(part, key in their logs) of their own probe of each part for label k, as their code logs it."""
-    if method == "disentangled_ssl":
-        keys = [("shared", f"step1 Test Acc {k}"), ("spe1", f"Acc_spe1 {k}"), ("spe2", f"Acc_spe2 {k}")]
-    else:
-        keys = [("shared", f"Acc_s {k}"), ("spe1", f"Acc_spe1 {k}"), ("spe2", f"Acc_spe2 {k}")]
-    return keys
-
-
-def gap_lines(theirs: dict, settings: list[tuple[str, dict]]) -> list[str]:
-    """Each setting of ours minus their concat probe, paired by seed (the same data seed), with its
-    95% t-interval; and whether ours' mean lies within the range of their per-seed results."""
-    from orchestrator.stats import paired_difference
-
-    lines = ["| label | method | setting | ours - theirs (points, paired by seed, 95% CI) | ours' mean within "
-             "their range (min-max over seeds) |", "|---|---|---|---|---|"]
-    for k in LABELS:
-        for m in THEIRS:
-            t = {s: theirs[s][m]["concat"][f"label{k}"] for s in theirs if m in theirs[s]}
-            for name, o in settings:
-                ours = {s: o[s][m][f"label{k}"] for s in o if m in o[s] and f"label{k}" in o[s][m]}
-                if not t or not (set(t) & set(ours)):
-                    continue
-                d = paired_difference(ours, t, names=("ours", "theirs"))
-                mean = 100 * float(np.mean([ours[s] for s in d.seeds]))
-                lo, hi = 100 * min(t[s] for s in d.seeds), 100 * max(t[s] for s in d.seeds)
-                ci = f" [{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
-                inside = "yes" if lo <= mean <= hi else "no"
-                lines.append(f"| {k} | {m} | {name} | {100 * d.mean:+.1f}{ci} (n={d.n}) | {inside} ({mean:.1f} vs "
-                             f"{lo:.1f}-{hi:.1f}) |")
-    return lines
-
-
-def cmd_table(args) -> None:
-    def load(name):
-        p = os.path.join(args.out, name)
-        if not os.path.exists(p):
-            return {}
-        with open(p) as fh:
-            return json.load(fh)
-
-    theirs = load("theirs.json")
-    settings = [("ours, defaults", load("ours.json"))]
-    for tag in args.tags:
-        if not os.path.exists(ours_path(args.out, tag)):
-            raise UsageError(f"{ours_path(args.out, tag)}: missing; run `ours --train-once --tag {tag}` first")
-        settings.append((f"ours, {tag}", load(os.path.basename(ours_path(args.out, tag)))))
-    if not theirs and not any(o for _, o in settings):
-        raise UsageError(f"nothing under {args.out}: run `theirs` and `ours` first")
-    lines = ["| label | method | " + " | ".join(name for name, _ in settings) + " | theirs, concat probe | "
-             "theirs, their probe: shared | spe1 | spe2 |", "|---" * (len(settings) + 6) + "|"]
-    for k in LABELS:
-        for m in OURS + REFERENCES:
-            cells = [[o[s][m][f"label{k}"] for s in o if m in o[s] and f"label{k}" in o[s][m]] for _, o in settings]
-            t = [theirs[s][m]["concat"][f"label{k}"] for s in theirs if m in theirs[s]]
-            parts = []
-            for name, key in their_parts(m, k):
-                parts.append(_mean_std([theirs[s][m]["their_logs"][key] for s in theirs
-                                        if m in theirs[s] and key in theirs[s][m]["their_logs"]]))
-            if not any(cells) and not t:
-                continue
-            lines.append(f"| {k}: {LABEL_FACTOR[k]} | {m} | {' | '.join(_mean_std(c) for c in cells)} | "
-                         f"{_mean_std(t)} | {' | '.join(parts)} |")
-    text = "\n".join(lines) + "\n\nTest accuracy (%), mean ± std over seeds (n); theirs: " \
-        f"{REPO}@{COMMIT[:7]}; '–': not run (FactorCL has no code in their synthetic_task).\n"
-    text += "\n" + "\n".join(gap_lines(theirs, settings)) + "\n"
-    with open(os.path.join(args.out, "table.md"), "w") as fh:
-        fh.write(text)
-    print(text)
-    if args.plot:
-        plot_table(theirs, settings, args.plot)
-        print(f"plot: {args.plot}")
-
-
-def plot_table(theirs: dict, settings: list[tuple[str, dict]], path: str) -> None:
-    """One panel per method (theirs' three): per label, a bar per setting of ours and one for their code
-    (concat probe), mean with the std over seeds as an error bar and each seed as a dot; the raw-feature
-    probe of ours' first setting as a dashed line per label."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bars = [(name, {s: o[s] for s in o}) for name, o in settings] + \
-        [("theirs (their code)", {s: {m: theirs[s][m]["concat"] for m in theirs[s]} for s in theirs})]
-    ours_colours = ["#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b"]
-    colours = [ours_colours[round(j * (len(ours_colours) - 1) / max(1, len(bars) - 2))] for j in range(len(bars) - 1)]
-    colours.append("#e6550d")   # their code
-    fig, axes = plt.subplots(1, len(THEIRS), figsize=(4.6 * len(THEIRS), 4.2), sharey=True)
-    width = 0.8 / len(bars)
-    raw = settings[0][1]
-    for ax, m in zip(axes, THEIRS):
-        for j, (name, res) in enumerate(bars):
-            for i, k in enumerate(LABELS):
-                vals = [100 * res[s][m][f"label{k}"] for s in res if m in res[s] and f"label{k}" in res[s][m]]
-                if not vals:
-                    continue
-                x = i + (j - (len(bars) - 1) / 2) * width
-                ax.bar(x, np.mean(vals), width * 0.95, yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0,
-                       color=colours[j], label=name if i == 0 else None, capsize=2)
-                ax.plot([x] * len(vals), vals, ".", color="k", ms=3)
-        for i, k in enumerate(LABELS):
-            vals = [100 * raw[s]["raw_probe"][f"label{k}"] for s in raw if "raw_probe" in raw[s]]
-            if vals:
-                ax.hlines(np.mean(vals), i - 0.45, i + 0.45, colors="k", linestyles="--",
-                          label="raw-feature probe" if i == 0 else None)
-        ax.set_xticks(range(len(LABELS)), [f"label {k}\n{LABEL_FACTOR[k]}" for k in LABELS], fontsize=8)
-        ax.set_title(m)
-        ax.set_ylim(45, 90)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%), probe on all parts")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle(f"DisentangledSSL's synthetic task: ours (s3core) and their code ({REPO}@{COMMIT[:7]})", fontsize=10)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- CLI
@@ -536,8 +408,10 @@ def main(argv=None) -> None:
     q.add_argument("--tags", nargs="*", default=[], help="also these `ours --train-once --tag` settings")
     q.add_argument("--plot", default=None, metavar="PNG", help="also a bar chart of the table (plot_table)")
     args = p.parse_args(argv)
-    {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "_ours_once": ours_once_inner,
-     "table": cmd_table}[args.cmd](args)
+    if args.cmd == "table":
+        from disentangled_synthetic_report import cmd_table   # the report half; it imports this module
+        return cmd_table(args)
+    {"make": cmd_make, "theirs": cmd_theirs, "ours": cmd_ours, "_ours_once": ours_once_inner}[args.cmd](args)
 
 
 if __name__ == "__main__":
