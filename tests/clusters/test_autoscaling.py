@@ -136,12 +136,16 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
 
     def kill_a_node_mid_trial():
         """In the background: once a trial has logged some but not all epochs, SIGKILL the raylet
-        of the node running the most trial actors and every process under it (the node dies with its workers)."""
+        of the node running the most trial actors and every process under it (the node dies with its workers).
+
+        Two epochs at least: Tune registers a reported checkpoint only when the `save` task it then
+        sends the trial's actor comes back, so a node killed between the two loses the newest
+        checkpoint, and the trial resumes from the one before it (from scratch after one epoch)."""
         try:
             def mid_way():
                 for run in trial_runs(client):
                     n = len(client.get_metric_history(run.info.run_id, "special/loss"))
-                    if run.info.status == "RUNNING" and 1 <= n <= epochs - 10:
+                    if run.info.status == "RUNNING" and 2 <= n <= epochs - 10:
                         return n
                 return None
             epochs_before = wait_until(mid_way, 600, "a trial with logged epochs", interval=0.3)
@@ -171,20 +175,30 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
 
     assert_one_finished_run_per_trial(client, expected=2)
     results = tune_results(tmp_path / "runs")
-    # a killed trial reports from a second process; it went on from its checkpoint: epoch 0 once
+    # a killed trial reports from a second process; it went on from a checkpoint: epoch 0 once, and
+    # at most the one epoch whose checkpoint Tune had not registered yet (see above) twice
     restarted = {key for key, rows in results.items() if len({r["pid"] for r in rows}) > 1}
     assert restarted, f"no trial was restarted: {killed}, {watcher.summary()}"
     for key, rows in results.items():
         reported = [Report.decode(r).global_epoch for r in rows if r.get("kind") == "epoch"]
         assert reported.count(0) == 1, f"epoch 0 was recomputed after the node died: {reported}"
+        assert len(reported) - len(set(reported)) <= 1, f"more than one epoch recomputed: {reported}"
         assert sorted(set(reported)) == list(range(epochs + 1)), reported
-    # once the GCS has seen the node die (its actors stay listed ALIVE until then), trials run elsewhere
-    gone = [s for s in watcher.samples if s[0] > killed["time"] and killed["node"] not in s[1]]
-    after = {node for _, _, trials in gone for node in trials}
-    assert after and killed["node"] not in after, (killed, watcher.summary())
-    dead_after_s = gone[0][0] - killed["time"]
-    resumed_after_s = min(t for t, _, trials in gone if trials) - killed["time"]
+    # after the kill, trials run on another node. The dead node's actors stay listed ALIVE until the
+    # GCS sees it dead (its health checks: ~15 s here), which can come after the resumed trials
+    # finished (CI, stop 24): so look for trial actors on other nodes, not for the node to be gone.
+    # New actors only: a trial that was on another node all along is no resumed one.
+    before = {actor for t, _, trials in watcher.samples if t <= killed["time"] for actors in trials.values() for actor in actors}
+    later = [s for s in watcher.samples if s[0] > killed["time"]]
+    elsewhere = [(t, {node for node, actors in trials.items() if node != killed["node"] and set(actors) - before})
+                 for t, _, trials in later]
+    elsewhere = [(t, nodes) for t, nodes in elsewhere if nodes]
+    assert elsewhere, (killed, watcher.summary())
+    after = set().union(*(nodes for _, nodes in elsewhere))
+    resumed_after_s = elsewhere[0][0] - killed["time"]
+    seen_dead = next((t for t, nodes, _ in later if killed["node"] not in nodes), None)
+    dead = f"{seen_dead - killed['time']:.0f} s later" if seen_dead is not None else "only after the grid ended"
     print(f"\nnode killed at {killed['time']:.0f} s, {killed['epochs_before']} epoch(s) into a trial "
-          f"({killed['trials_on_node']} trial(s) on the node); the GCS saw it dead {dead_after_s:.0f} s later; "
+          f"({killed['trials_on_node']} trial(s) on the node); the GCS saw it dead {dead}; "
           f"{len(restarted)} trial(s) resumed on {len(after)} other node(s) {resumed_after_s:.0f} s after the kill; "
           f"grid {grid_s:.0f} s")
