@@ -62,10 +62,10 @@ class GridResult:
 def connect_mlflow(uri: str):
     """An MlflowClient on `uri`, checked to answer before anything is written."""
     if uri.startswith("sqlite:"):
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-        if not path.startswith("/"):
+        path = L.sqlite_path(uri)
+        if path is None or not path.is_absolute():
             raise GridError(f"tracking URI {uri!r} is not an absolute SQLite path; use sqlite:////abs/path/mlflow.db")
-        if not Path(path).parent.is_dir():
+        if not path.parent.is_dir():
             raise GridError(f"the folder of the MLflow store {path} does not exist; create it or pass another "
                             "--tracking-uri")
     elif uri.startswith(("http://", "https://")):
@@ -299,7 +299,7 @@ def _tuner(study, plan: Plan, tune, trainable, execution, finished: dict, callba
     storage = None
     if url:
         import optuna   # as above: only a sampling preset
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        L.sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(url)
         print(f"Optuna study {execution.scope}{study.suffix} in {url} (optuna-dashboard {url})", flush=True)
     algo = OptunaSearch(space=space, metric="objective", mode="max", seed=study.sampler_seed + done,

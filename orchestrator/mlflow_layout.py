@@ -115,6 +115,12 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///...` store URI (sqlite:////abs/mlflow.db -> /abs/mlflow.db; a relative
+    one stays relative), None for any other URI."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def experiment_name(benchmark: str, explicit: str | None = None) -> str:
     return explicit or f"{EXPERIMENT_PREFIX}{benchmark}"
 

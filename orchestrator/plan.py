@@ -265,8 +265,9 @@ class Plan:
         """Where Optuna studies are stored, so a resumed search keeps its history and
         `optuna-dashboard <url>` opens it: a SQLite file next to a SQLite MLflow store, else in a
         local storage path; None (in memory) for an MLflow server with remote storage."""
-        if self.tracking.uri.startswith("sqlite:///"):
-            return f"sqlite:///{Path(self.tracking.uri[len('sqlite:///'):]).parent / 'optuna.db'}"
+        store = L.sqlite_path(self.tracking.uri)
+        if store is not None:
+            return f"sqlite:///{store.parent / 'optuna.db'}"
         if "://" not in self.resources.storage_path:
             return f"sqlite:///{Path(self.resources.storage_path).resolve() / 'optuna.db'}"
         return None

@@ -74,9 +74,10 @@ def sqlite_artifact_location(tracking_uri: str, name: str) -> str | None:
     <store folder>/mlruns/<name, with characters outside [A-Za-z0-9._-] as '_'>. MLflow's own default
     is ./mlruns of whatever folder the process runs in, so a store opened from another folder would
     leave its curves and models behind there. None (the server decides) for any other URI."""
-    if not tracking_uri.startswith("sqlite:///"):
+    store = L.sqlite_path(tracking_uri)
+    if store is None:
         return None
-    folder = Path(tracking_uri[len("sqlite:///"):]).parent
+    folder = store.parent
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "experiment"
     return (folder / "mlruns" / safe).as_uri()
 

@@ -1,6 +1,7 @@
 """The plan (pure: no Ray), the typed preset, the trial contract's reports and the MLflow codec."""
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric
@@ -125,3 +126,17 @@ def test_a_resumed_trial_reads_back_its_latest_value_per_step(tmp_path):
 def test_trial_spec_is_plain_data():
     spec = TrialSpec("synthetic", "s3", 0, "smoke", {"chi": 2})
     assert TrialSpec.from_config({"spec": dataclasses.asdict(spec)}) == spec
+
+
+def test_the_optuna_study_lives_beside_a_sqlite_store_else_in_the_storage_path(tmp_path):
+    assert L.sqlite_path("sqlite:////abs/dir/mlflow.db") == Path("/abs/dir/mlflow.db")
+    assert L.sqlite_path("sqlite:///rel/mlflow.db") == Path("rel/mlflow.db")
+    assert L.sqlite_path("http://127.0.0.1:5000") is None and L.sqlite_path("sqlite:/x.db") is None
+
+    def storage(**o):
+        return make_plan(load_preset("search"), Overrides(**o)).optuna_storage()
+    store = tmp_path / "store" / "mlflow.db"
+    assert storage(tracking_uri=f"sqlite:///{store}", storage_path="s3://b/runs") == f"sqlite:///{store.parent / 'optuna.db'}"
+    assert storage(tracking_uri="http://127.0.0.1:5000", storage_path=str(tmp_path / "runs")) == \
+        f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    assert storage(tracking_uri="http://127.0.0.1:5000", storage_path="s3://b/runs") is None
