@@ -177,13 +177,24 @@ class LockFileClaims:
             f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": holder, "producer": info}))
         return True
 
+    def _held_by(self, key: str, holder: str) -> bool:
+        """Whether the lock is `holder`'s: a holder whose lock went stale and was taken over must not
+        refresh or delete its successor's (the filesystem has no compare-and-delete; this narrows
+        the window to between the read and the unlink)."""
+        try:
+            return json.loads(self._lock(key).read_text()).get("token") == holder
+        except (OSError, ValueError):
+            return False
+
     def refresh(self, key: str, holder: str) -> None:
-        with contextlib.suppress(OSError):
-            os.utime(self._lock(key))
+        if self._held_by(key, holder):
+            with contextlib.suppress(OSError):
+                os.utime(self._lock(key))
 
     def release(self, key: str, holder: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._lock(key).unlink()
+        if self._held_by(key, holder):
+            with contextlib.suppress(FileNotFoundError):
+                self._lock(key).unlink()
 
 
 def _filesystem(root: str):

@@ -15,7 +15,7 @@ from s3core.config import S3Config
 from s3core.data import SyntheticConfig, make_synthetic
 from s3core.data.base import content_digest
 from s3core.pipeline import checkpoint_state, run_trial
-from s3core.stagecache import STAGE3_ONLY_FIELDS, StageCache
+from s3core.stagecache import STAGE3_ONLY_FIELDS, LockFileClaims, StageCache
 from s3core.stages import SELECTION, SPECIALIZATION
 from s3core.tensors import to_tensors
 
@@ -244,3 +244,25 @@ def test_a_checkpoint_taken_during_a_replay_resumes_after_the_reused_stage(data,
     resumed = run_trial(data, TINY.replace(lambda_min=0.25), "s3", progress=False, resume=first)
     ref = run_trial(data, TINY.replace(lambda_min=0.25), "s3", progress=False)
     assert_same(resumed, ref)
+
+
+def test_a_lock_file_is_refreshed_and_released_only_by_its_holder(tmp_path):
+    """As the claim broker: a holder whose lock went stale and was taken over neither deletes nor
+    refreshes its successor's lock."""
+    claims = LockFileClaims(str(tmp_path), stale_after_s=100)
+    lock = tmp_path / "k.lock"
+    assert claims.acquire("k", "a", {}) and not claims.acquire("k", "b", {})
+    claims.release("k", "b")                          # not b's to release
+    assert lock.exists() and not claims.acquire("k", "b", {})
+    os.utime(lock, (time.time() - 1000, time.time() - 1000))   # a stopped refreshing: stale
+    assert not claims.acquire("k", "b", {})           # removes the stale lock ...
+    assert claims.acquire("k", "b", {})               # ... and takes it over
+    os.utime(lock, (time.time() - 50, time.time() - 50))
+    claims.refresh("k", "a")                          # a's late heartbeat does not touch b's lock
+    assert time.time() - lock.stat().st_mtime > 40
+    claims.release("k", "a")                          # nor does its late release delete it
+    assert json.loads(lock.read_text())["token"] == "b" and not claims.acquire("k", "a", {})
+    claims.refresh("k", "b")
+    assert time.time() - lock.stat().st_mtime < 40
+    claims.release("k", "b")
+    assert not lock.exists() and claims.acquire("k", "a", {})
