@@ -296,7 +296,8 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     if preset.search is None:
         trials = grid_trials(preset, benchmarks, seeds, extra, grid)
         for t in trials:
-            t.s3_config().validate()
+            # as the trial will train it: a method's own changes (an InfoMax split) checked too
+            get_method(t.method).config(t.s3_config()).validate()
         studies = tuple(GridStudy(b, tuple(order_trials([t for t in trials if t.benchmark == b], o.order)))
                         for b in benchmarks)
         num_samples = None

@@ -144,7 +144,15 @@ DENSE_SILENT_CHOICES = ("n_layers", "pooling", "norm_placement")
 def _infomax_split(cfg: S3Config) -> dict:
     """The shared part's width: the trial's z_split, else half of z (the authors' shared and
     specific embeddings are equally wide, 100 each). weight_decay 0: the authors train with Adam."""
-    return dict(z_split=cfg.z_split or cfg.proj_dim // 2, weight_decay=0.0)
+    return dict(z_split=_shared_part(cfg, cfg.z_split or cfg.proj_dim // 2), weight_decay=0.0)
+
+
+def _shared_part(cfg: S3Config, k: int) -> int:
+    """k, checked when the config is made (a grid, before Ray starts), not at the first batch."""
+    if not 2 <= k < cfg.proj_dim:
+        raise ConfigError(f"the InfoMax baselines need a shared part of 2 <= z_split < proj_dim ({cfg.proj_dim}) "
+                          f"dimensions, got {k}: set z_split=0 (half of proj_dim) with proj_dim >= 4, or a z_split in range")
+    return k
 
 
 def _dssl_config(cfg: S3Config) -> dict:
@@ -174,7 +182,7 @@ INFOMAX_DISENTANGLED = (
 # InfoMax baselines (docs/METHOD_NOTES.md "InfoMax baselines (issue 21)"), dense, equal budget as clip.
 INFOMAX_FOCAL_FACTORCL = (
     # FOCAL: z_m = [shared; private], halves as the authors' split_features; the probe sees [z_1..z_M]
-    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=cfg.proj_dim // 2),
+    Method("focal", (FOCAL,), config_changes=lambda cfg: _dense_equal_budget(cfg, z_split=_shared_part(cfg, cfg.proj_dim // 2)),
            sweeps=("batch_size", *DENSE_SILENT_CHOICES), label="FOCAL", family="infomax", style=Style("navy", "<", "--")),
     # FactorCL-SSL: z_m = its five projections side by side (their get_embedding); critics train-only
     # z_split pinned to 0: its five blocks are cut from one z, never from a trial's shared/private split

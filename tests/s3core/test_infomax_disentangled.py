@@ -253,6 +253,25 @@ def test_bad_values_are_one_line_errors(field, value, match):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("method", ["disentangled_ssl", "joint_opt", "focal"])
+def test_a_shared_part_too_narrow_fails_when_the_config_is_made(method):
+    """z_split 1 (FOCAL: proj_dim 3, half of it 1) fails when the method's config is made, one line,
+    so a grid fails in make_plan before Ray starts, not at the trial's first batch."""
+    bad = {"proj_dim": 3} if method == "focal" else {"z_split": 1}
+    with pytest.raises(ConfigError, match="2 <= z_split < proj_dim") as err:
+        get_method(method).config(S3Config(**bad))
+    assert "\n" not in str(err.value)
+    assert get_method(method).config(S3Config(proj_dim=8)).z_split == 4
+
+
+def test_a_grid_with_a_too_narrow_shared_part_fails_when_planned():
+    from orchestrator.plan import Overrides, make_plan
+    from search_spaces import load_preset
+
+    with pytest.raises(ConfigError, match="2 <= z_split < proj_dim"):
+        make_plan(load_preset("infomax_study"), Overrides(set={"z_split": 1}))
+
+
 def test_without_a_split_or_a_second_modality_the_objective_says_what_to_do(data):
     tensors = to_tensors(data, "cpu")
     cfg = S3Config(**SMALL)
