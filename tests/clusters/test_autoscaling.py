@@ -123,6 +123,12 @@ def tune_results(storage: Path) -> dict[str, list[dict]]:
     return out
 
 
+def tune_failed(storage: Path) -> set[str]:
+    """The trial keys Tune recorded a failure for (an error.txt in the trial's folder)."""
+    return {TrialSpec.from_config(json.loads((path.parent / "params.json").read_text())).key()
+            for path in storage.glob("grid-*/*/error.txt")}
+
+
 def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autoscaling_cluster, tmp_path, capsys):
     from orchestrator.cli import main
 
@@ -154,7 +160,8 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
             raylet = raylet_of(node_id)
             assert raylet is not None, f"no raylet for node {node_id}: {watcher.summary()}"
             processes = kill_node(raylet)
-            killed.update(node=node_id, processes=processes, time=time.monotonic() - watcher.t0, epochs_before=epochs_before,
+            killed.update(node=node_id, processes=processes, time=time.monotonic() - watcher.t0, wall_ms=time.time() * 1000,
+                          epochs_before=epochs_before,
                           trials_on_node=len(trials_by_node[node_id]))
         except BaseException as err:  # noqa: BLE001 - reported by the test below
             killed["error"] = f"{type(err).__name__}: {err}"
@@ -173,17 +180,29 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
     assert killed.get("node"), f"the grid ended before a node could be killed: {out[-2000:]}"
     assert code == 0, out[-3000:]
 
-    assert_one_finished_run_per_trial(client, expected=2)
+    # MLflow, this project's record: every epoch of every trial logged, once (no duplicated step)
+    logged_before_kill = {}
+    for run in assert_one_finished_run_per_trial(client, expected=2):
+        points = [m for key in ("special/loss", "select/loss") for m in client.get_metric_history(run.info.run_id, key)]
+        assert sorted(m.step for m in points) == list(range(epochs + 1)), (run.data.tags.get(L.TAG_METHOD), points)
+        logged_before_kill[run.data.tags[L.TAG_TRIAL_KEY]] = sum(m.timestamp <= killed["wall_ms"] for m in points)
+    # Tune's record: the killed trials failed (error.txt), and one with 2 or more epochs logged
+    # before the kill went on from a checkpoint, not from epoch 0 (with fewer, Tune may hold no
+    # registered checkpoint yet: see above). Tune's result.json is no full record of the attempts:
+    # in CI (2026-12-08) it kept only the second attempt's rows, from epoch 3 on.
+    failed = tune_failed(tmp_path / "runs")
+    resumable = {key for key in failed if logged_before_kill[key] >= 2}
+    assert resumable, f"no killed trial had 2 epochs logged: {failed}, {logged_before_kill}, {killed}, {watcher.summary()}"
     results = tune_results(tmp_path / "runs")
-    # a killed trial reports from a second process; it went on from a checkpoint: epoch 0 once, and
-    # at most the one epoch whose checkpoint Tune had not registered yet (see above) twice
-    restarted = {key for key, rows in results.items() if len({r["pid"] for r in rows}) > 1}
-    assert restarted, f"no trial was restarted: {killed}, {watcher.summary()}"
+    for key in resumable:
+        rows = [r for r in results[key] if r.get("kind") == "epoch"]
+        last = [Report.decode(r).global_epoch for r in rows if r["pid"] == rows[-1]["pid"]]
+        assert last[0] > 0, f"a killed trial started again from scratch: {last}"
+    # where it kept both attempts' rows: at most the one epoch whose checkpoint Tune had not
+    # registered yet (see above) computed twice
     for key, rows in results.items():
         reported = [Report.decode(r).global_epoch for r in rows if r.get("kind") == "epoch"]
-        assert reported.count(0) == 1, f"epoch 0 was recomputed after the node died: {reported}"
         assert len(reported) - len(set(reported)) <= 1, f"more than one epoch recomputed: {reported}"
-        assert sorted(set(reported)) == list(range(epochs + 1)), reported
     # after the kill, trials run on another node. The dead node's actors stay listed ALIVE until the
     # GCS sees it dead (its health checks: ~15 s here), which can come after the resumed trials
     # finished (CI, stop 24): so look for trial actors on other nodes, not for the node to be gone.
@@ -200,5 +219,5 @@ def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autosc
     dead = f"{seen_dead - killed['time']:.0f} s later" if seen_dead is not None else "only after the grid ended"
     print(f"\nnode killed at {killed['time']:.0f} s, {killed['epochs_before']} epoch(s) into a trial "
           f"({killed['trials_on_node']} trial(s) on the node); the GCS saw it dead {dead}; "
-          f"{len(restarted)} trial(s) resumed on {len(after)} other node(s) {resumed_after_s:.0f} s after the kill; "
+          f"{len(failed)} trial(s) resumed on {len(after)} other node(s) {resumed_after_s:.0f} s after the kill; "
           f"grid {grid_s:.0f} s")
