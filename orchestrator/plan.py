@@ -296,8 +296,9 @@ def make_plan(preset: Preset, overrides: Overrides | None = None) -> Plan:
     if preset.search is None:
         trials = grid_trials(preset, benchmarks, seeds, extra, grid)
         for t in trials:
-            # as the trial will train it: a method's own changes (an InfoMax split) checked too
-            get_method(t.method).config(t.s3_config()).validate()
+            # as given (a bad --set fails even where a method overrides the field), then as the trial
+            # will train it (a method's own changes, an InfoMax split, checked too)
+            get_method(t.method).config(t.s3_config().validate()).validate()
         studies = tuple(GridStudy(b, tuple(order_trials([t for t in trials if t.benchmark == b], o.order)))
                         for b in benchmarks)
         num_samples = None
