@@ -114,19 +114,23 @@ def test_autoscaling_smoke_grid_scales_up_from_zero_packs_and_scales_down(autosc
           f"on one node, scaled to 0 GPU nodes {down_s:.0f} s after the grid")
 
 
+def tune_trial_key(folder: Path) -> str:
+    """The trial key of one of Tune's trial folders (from its params.json)."""
+    return TrialSpec.from_config(json.loads((folder / "params.json").read_text())).key()
+
+
 def tune_results(storage: Path) -> dict[str, list[dict]]:
     """trial key -> the results Tune recorded for it (its own JSON log, independent of MLflow)."""
     out: dict[str, list[dict]] = {}
     for path in storage.glob("grid-*/*/result.json"):
-        key = TrialSpec.from_config(json.loads((path.parent / "params.json").read_text())).key()
-        out.setdefault(key, []).extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        out.setdefault(tune_trial_key(path.parent), []).extend(
+            json.loads(line) for line in path.read_text().splitlines() if line.strip())
     return out
 
 
 def tune_failed(storage: Path) -> set[str]:
     """The trial keys Tune recorded a failure for (an error.txt in the trial's folder)."""
-    return {TrialSpec.from_config(json.loads((path.parent / "params.json").read_text())).key()
-            for path in storage.glob("grid-*/*/error.txt")}
+    return {tune_trial_key(path.parent) for path in storage.glob("grid-*/*/error.txt")}
 
 
 def test_autoscaling_worker_node_killed_mid_trial_resumes_on_another_node(autoscaling_cluster, tmp_path, capsys):
